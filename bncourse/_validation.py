@@ -1,0 +1,68 @@
+"""Input checks shared by the numpy reference and the PyTorch modules.
+
+Messages follow PyTorch's "expected ... (got ...)" style so a learner who later meets
+``torch.nn.BatchNorm1d``'s errors recognises them.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def check_eps(eps: float) -> None:
+    """``eps`` must be a finite number > 0: it is what keeps ``1 / sqrt(var + eps)`` finite."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"expected eps to be a float (got {type(eps).__name__})")
+    if not math.isfinite(eps) or eps <= 0:
+        raise ValueError(f"expected eps > 0 (got eps={eps})")
+
+
+def check_momentum(momentum: float | None, *, allow_none: bool = True) -> None:
+    """``momentum`` weights the new batch, in [0, 1]; ``None`` means a cumulative average."""
+    if momentum is None:
+        if allow_none:
+            return
+        raise TypeError("expected momentum to be a float in [0, 1] (got None)")
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)):
+        raise TypeError(f"expected momentum to be a float or None (got {type(momentum).__name__})")
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"expected momentum in [0, 1] (got momentum={momentum})")
+
+
+def check_num_features(num_features: int) -> None:
+    if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
+        raise ValueError(f"expected num_features to be a positive int (got {num_features!r})")
+
+
+def check_input_shape(
+    shape: tuple[int, ...], num_features: int | None, *, training: bool
+) -> None:
+    """Checks a (N, C) or (N, C, *spatial) shape.
+
+    Args:
+        shape: the input's shape.
+        num_features: the expected channel count C, or ``None`` to accept any.
+        training: whether batch statistics will be computed; they need more than one value
+            per channel (N * prod(spatial) > 1), exactly as PyTorch requires.
+    """
+    if len(shape) < 2:
+        raise ValueError(
+            f"expected 2D or higher input of shape (N, C, *) (got {len(shape)}D input)"
+        )
+    if num_features is not None and shape[1] != num_features:
+        raise ValueError(
+            f"expected input with {num_features} channels in dim 1 (got {shape[1]} channels, "
+            f"input shape {tuple(shape)})"
+        )
+    if training:
+        values_per_channel = shape[0] * math.prod(shape[2:])
+        if values_per_channel <= 1:
+            raise ValueError(
+                "expected more than 1 value per channel when training "
+                f"(got input shape {tuple(shape)}); use a batch larger than 1, or eval mode"
+            )
+
+
+def check_param_shape(name: str, shape: tuple[int, ...], num_features: int) -> None:
+    if tuple(shape) != (num_features,):
+        raise ValueError(f"expected {name} of shape ({num_features},) (got {tuple(shape)})")

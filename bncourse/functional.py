@@ -1,0 +1,181 @@
+"""Batch normalization in numpy: the reference the course builds, and the oracle its checkers use.
+
+Shapes: ``x`` is (N, C) or (N, C, *spatial). Statistics are per channel (axis 1), taken over the
+``m = N * prod(spatial)`` values of every other axis. ``gamma``, ``beta`` and the running arrays
+are (C,).
+
+Training mode::
+
+    mu    = mean(x)                      # (C,)
+    var   = mean((x - mu) ** 2)          # (C,) biased: divides by m
+    x_hat = (x - mu) / sqrt(var + eps)
+    out   = gamma * x_hat + beta
+
+and, when running arrays are given, they are updated in place with PyTorch's rule (``momentum``
+weights the new batch; the stored variance is the unbiased one, ``var * m / (m - 1)``)::
+
+    running_mean = (1 - momentum) * running_mean + momentum * mu
+    running_var  = (1 - momentum) * running_var  + momentum * var * m / (m - 1)
+
+Eval mode uses ``running_mean`` and ``running_var`` in place of ``mu`` and ``var``.
+
+Where other references differ:
+
+* CS231n's assignment stores the *biased* batch variance in ``running_var`` and calls the
+  weight of the *old* value ``momentum`` (default 0.9, i.e. PyTorch's 0.1).
+* Keras ``BatchNormalization(momentum=0.99)`` also weights the old value, and stores the biased
+  variance; its default ``epsilon`` is 1e-3, not 1e-5.
+* fastai's library layers wrap PyTorch's, so they share its conventions; the from-scratch
+  ``BatchNorm`` of its 2019 course (lesson 10) lerps with ``mom=0.1`` weighting the new batch,
+  but takes ``x.var()`` with torch's default *unbiased* estimator and normalizes with it too,
+  and computes the statistics under ``no_grad``.
+
+NaN inputs are propagated as PyTorch propagates them (the affected channel's statistics and
+outputs become NaN); they are not reported.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bncourse._validation import check_eps, check_input_shape, check_momentum, check_param_shape
+
+__all__ = ["batchnorm_forward", "batchnorm_backward", "batchnorm_backward_compact"]
+
+
+def _reduce_axes(x: np.ndarray) -> tuple[int, ...]:
+    """Every axis except the channel axis 1."""
+    return (0, *range(2, x.ndim))
+
+
+def _as_channel(v: np.ndarray, ndim: int) -> np.ndarray:
+    """(C,) -> (1, C, 1, ..., 1), ready to broadcast against an ndim-D input."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _check_array(name: str, a) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"expected {name} to be a numpy array (got {type(a).__name__})")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise TypeError(f"expected {name} with a floating dtype (got {a.dtype})")
+    return a
+
+
+def batchnorm_forward(
+    x: np.ndarray,
+    gamma: np.ndarray | None,
+    beta: np.ndarray | None,
+    *,
+    training: bool,
+    running_mean: np.ndarray | None = None,
+    running_var: np.ndarray | None = None,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> tuple[np.ndarray, dict]:
+    """Batch normalization forward pass, as a staged graph whose nodes the backward pass reuses.
+
+    Args:
+        x: (N, C) or (N, C, *spatial), floating dtype.
+        gamma, beta: (C,) scale and shift, or ``None`` for 1 and 0 (``affine=False``).
+        training: normalize with batch statistics (and update the running arrays if given);
+            otherwise with ``running_mean`` and ``running_var``, which are then required.
+        running_mean, running_var: (C,) arrays updated **in place** in training.
+        momentum: weight of the new batch in the running averages, in [0, 1].
+        eps: added to the variance before the square root, > 0.
+
+    Returns:
+        ``(out, cache)``: ``out`` has the shape of ``x``; ``cache`` is a dict of the graph's nodes
+        (``x``, ``mu``, ``xmu``, ``sq``, ``var``, ``std``, ``inv_std``, ``x_hat``, ``gamma``,
+        ``eps``, ``axes``, ``m``, ``training``), each statistic kept with shape (1, C, 1, ...).
+    """
+    x = _check_array("x", x)
+    check_eps(eps)
+    check_momentum(momentum, allow_none=False)
+    check_input_shape(x.shape, None, training=training)
+    num_channels = x.shape[1]
+    for name, arr in (("gamma", gamma), ("beta", beta),
+                      ("running_mean", running_mean), ("running_var", running_var)):
+        if arr is not None:
+            check_param_shape(name, _check_array(name, arr).shape, num_channels)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("expected running_mean and running_var both given or both None")
+    if not training and running_mean is None:
+        raise ValueError("expected running_mean and running_var in eval mode (got None)")
+
+    axes = _reduce_axes(x)
+    m = x.size // num_channels                       # values per channel: N * prod(spatial)
+    gamma_b = _as_channel(gamma if gamma is not None else np.ones(num_channels, x.dtype), x.ndim)
+    beta_b = _as_channel(beta if beta is not None else np.zeros(num_channels, x.dtype), x.ndim)
+
+    if training:
+        mu = x.mean(axis=axes, keepdims=True)        # (1, C, 1...)
+        xmu = x - mu                                 # (N, C, *)
+        sq = xmu**2                                  # (N, C, *)
+        var = sq.mean(axis=axes, keepdims=True)      # (1, C, 1...) biased
+        if running_mean is not None:
+            running_mean *= 1 - momentum
+            running_mean += momentum * mu.reshape(-1)
+            running_var *= 1 - momentum
+            running_var += momentum * var.reshape(-1) * (m / (m - 1))
+    else:
+        mu = _as_channel(running_mean, x.ndim).astype(x.dtype, copy=False)
+        xmu = x - mu
+        sq = None
+        var = _as_channel(running_var, x.ndim).astype(x.dtype, copy=False)
+    std = np.sqrt(var + eps)                         # (1, C, 1...)
+    inv_std = 1.0 / std
+    x_hat = xmu * inv_std                            # (N, C, *)
+    out = gamma_b * x_hat + beta_b
+
+    cache = dict(x=x, mu=mu, xmu=xmu, sq=sq, var=var, std=std, inv_std=inv_std, x_hat=x_hat,
+                 gamma=gamma_b, eps=eps, axes=axes, m=m, training=training)
+    return out, cache
+
+
+def batchnorm_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, ...]:
+    """Backward pass node by node through the staged graph of :func:`batchnorm_forward`.
+
+    Args:
+        dout: upstream gradient dL/dout, shape of ``x``.
+        cache: from :func:`batchnorm_forward`.
+
+    Returns:
+        ``(dx, dgamma, dbeta)`` with shapes of ``x``, (C,), (C,).
+    """
+    axes, m = cache["axes"], cache["m"]
+    xmu, std, inv_std, x_hat = cache["xmu"], cache["std"], cache["inv_std"], cache["x_hat"]
+
+    dbeta = dout.sum(axis=axes)                      # out = gamma * x_hat + beta
+    dgamma = (dout * x_hat).sum(axis=axes)
+    dx_hat = dout * cache["gamma"]
+    dxmu = dx_hat * inv_std                          # x_hat = xmu * inv_std, path through xmu
+    if not cache["training"]:                        # mu and var are constants in eval mode
+        return dxmu, dgamma, dbeta
+    dinv_std = (dx_hat * xmu).sum(axis=axes, keepdims=True)   # ... and through inv_std
+    dstd = -dinv_std / std**2                        # inv_std = 1 / std
+    dvar = 0.5 * dstd / std                          # std = sqrt(var + eps)
+    dsq = np.broadcast_to(dvar / m, xmu.shape)       # var = mean(sq)
+    dxmu = dxmu + 2 * xmu * dsq                      # sq = xmu ** 2
+    dmu = -dxmu.sum(axis=axes, keepdims=True)        # xmu = x - mu
+    dx = dxmu + dmu / m                              # mu = mean(x)
+    return dx, dgamma, dbeta
+
+
+def batchnorm_backward_compact(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, ...]:
+    """The same gradients in closed form, with two reductions instead of a dozen nodes.
+
+    In training::
+
+        dx = gamma / (m * std) * (m * dout - sum(dout) - x_hat * sum(dout * x_hat))
+
+    (sums per channel over the reduced axes); in eval mode ``dx = gamma / std * dout``.
+    """
+    axes, m = cache["axes"], cache["m"]
+    x_hat, inv_std, gamma = cache["x_hat"], cache["inv_std"], cache["gamma"]
+    dbeta = dout.sum(axis=axes, keepdims=True)
+    dgamma = (dout * x_hat).sum(axis=axes, keepdims=True)
+    if cache["training"]:
+        dx = (gamma * inv_std) * (dout - (dbeta + x_hat * dgamma) / m)
+    else:
+        dx = (gamma * inv_std) * dout
+    return dx, dgamma.reshape(-1), dbeta.reshape(-1)

@@ -1,0 +1,236 @@
+"""Batch normalization as PyTorch modules, written from scratch (no ``F.batch_norm`` inside).
+
+:class:`BatchNorm` has exactly the semantics of ``torch.nn.BatchNorm1d/2d/3d`` for any input of
+shape (N, C) or (N, C, *spatial), and its ``state_dict`` loads into them and back.
+
+The bookkeeping every variant shares (parameters, buffers, momentum, running-statistics update,
+train/eval dispatch, input checks) lives in :class:`_BatchNormBase`. A variant overrides only
+what differs:
+
+* :meth:`_BatchNormBase._normalize_batch` -- how a training batch is normalized and which
+  statistics feed the running averages (ghost batches, renormalization, synchronized statistics);
+* :meth:`_BatchNormBase._normalize_running` -- how eval mode normalizes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from bncourse._validation import check_eps, check_input_shape, check_momentum, check_num_features
+
+__all__ = ["BatchNorm", "batch_norm_train"]
+
+
+def _reduce_dims(x: Tensor) -> list[int]:
+    """Every dim except the channel dim 1."""
+    return [0, *range(2, x.dim())]
+
+
+def _as_channel(v: Tensor, ndim: int) -> Tensor:
+    """(C,) -> (1, C, 1, ..., 1)."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+class _BatchNormTrainFunction(torch.autograd.Function):
+    """Training-mode batch norm with the compact closed-form backward.
+
+    Forward saves ``x_hat`` and ``inv_std`` so the backward needs two reductions::
+
+        dx = gamma * inv_std * (dout - mean(dout) - x_hat * mean(dout * x_hat))
+
+    Only first derivatives are supported (``once_differentiable``): a double backward raises
+    instead of silently returning a wrong second derivative.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
+        dims = _reduce_dims(x)
+        var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)  # (1, C, 1...)
+        inv_std = torch.rsqrt(var + eps)
+        x_hat = (x - mean) * inv_std                                          # (N, C, *)
+        if weight is not None:
+            out = torch.addcmul(_as_channel(bias, x.dim()), x_hat, _as_channel(weight, x.dim()))
+        else:
+            out = x_hat
+        ctx.save_for_backward(x_hat, inv_std, weight)
+        ctx.mark_non_differentiable(mean, var)
+        return out, mean.reshape(-1), var.reshape(-1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout: Tensor, _dmean, _dvar):
+        x_hat, inv_std, weight = ctx.saved_tensors
+        dims = _reduce_dims(x_hat)
+        m = x_hat.numel() // x_hat.shape[1]
+        dbias = dout.sum(dims, keepdim=True)                                  # (1, C, 1...)
+        dweight = (dout * x_hat).sum(dims, keepdim=True)
+        scale = inv_std if weight is None else inv_std * _as_channel(weight, x_hat.dim())
+        dx = None
+        if ctx.needs_input_grad[0]:
+            # dout - (dbias + x_hat * dweight) / m, fused into one pass
+            dx = torch.addcmul(dbias / m, x_hat, dweight / m).neg_().add_(dout).mul_(scale)
+        dw = dweight.reshape(-1) if ctx.needs_input_grad[1] else None
+        db = dbias.reshape(-1) if ctx.needs_input_grad[2] else None
+        return dx, dw, db, None
+
+
+def batch_norm_train(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float = 1e-5
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Normalizes ``x`` (N, C, *) with its own per-channel batch statistics.
+
+    Returns:
+        ``(out, mean, var)``: ``out`` like ``x``; ``mean`` and the biased ``var`` are (C,) and
+        carry no gradient.
+    """
+    return _BatchNormTrainFunction.apply(x, weight, bias, eps)
+
+
+class _BatchNormBase(nn.Module):
+    """Shared state and bookkeeping of every batch-norm variant in the course.
+
+    Args:
+        num_features: C, the number of channels (dim 1 of the input).
+        eps: added to the variance before the square root. Default: 1e-5.
+        momentum: weight of the new batch in the running averages; ``None`` for a cumulative
+            average (weight ``1 / num_batches_tracked``). Default: 0.1.
+        affine: learn a per-channel ``weight`` (gamma) and ``bias`` (beta). Default: True.
+        track_running_stats: keep ``running_mean``/``running_var`` for eval mode; if False,
+            eval mode also uses batch statistics. Default: True.
+
+    Shape:
+        Input (N, C) or (N, C, *spatial); output the same.
+    """
+
+    _version = 2  # as torch's _NormBase, so checkpoints without num_batches_tracked load
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        check_num_features(num_features)
+        check_eps(eps)
+        check_momentum(momentum)
+        factory = {"device": device, "dtype": dtype}
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        if affine:
+            self.weight = nn.Parameter(torch.empty(num_features, **factory))
+            self.bias = nn.Parameter(torch.empty(num_features, **factory))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(num_features, **factory))
+            self.register_buffer("running_var", torch.ones(num_features, **factory))
+            self.register_buffer(
+                "num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device)
+            )
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self.reset_parameters()
+
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            self.running_var.fill_(1)
+            self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        if self.affine:
+            nn.init.ones_(self.weight)
+            nn.init.zeros_(self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, *args, **kwargs):
+        version = local_metadata.get("version", None)
+        key = prefix + "num_batches_tracked"
+        if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
+            state_dict[key] = torch.tensor(0, dtype=torch.long)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, *args, **kwargs)
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"expected a torch.Tensor input (got {type(x).__name__})")
+        if not x.is_floating_point():
+            raise TypeError(f"expected a floating-point input (got dtype {x.dtype})")
+        check_input_shape(tuple(x.shape), self.num_features, training=self.training)
+
+    def _running_average_factor(self) -> float:
+        """This step's weight of the new batch; counts the step first (PyTorch's order)."""
+        self.num_batches_tracked.add_(1)
+        if self.momentum is None:
+            return 1.0 / float(self.num_batches_tracked)
+        return self.momentum
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: Tensor, var: Tensor, count: int) -> None:
+        """Blends in a batch's mean and biased variance; stores the unbiased variance."""
+        factor = self._running_average_factor()
+        self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+        unbiased = var * (count / (count - 1))
+        self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
+
+    def _normalize_batch(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
+        """Normalizes a training batch. Returns ``(out, mean, var, count)``: the (C,) mean and
+        biased variance to blend into the running averages, and the values per channel they
+        were taken over."""
+        out, mean, var = batch_norm_train(x, self.weight, self.bias, self.eps)
+        return out, mean, var, x.numel() // x.shape[1]
+
+    def _normalize_running(self, x: Tensor) -> Tensor:
+        """Eval mode: a per-channel affine map with the running statistics."""
+        inv_std = torch.rsqrt(self.running_var + self.eps)
+        scale, shift = inv_std, -self.running_mean * inv_std
+        if self.affine:
+            scale, shift = scale * self.weight, shift * self.weight + self.bias
+        return torch.addcmul(_as_channel(shift, x.dim()), x, _as_channel(scale, x.dim()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        if self.training or not self.track_running_stats:
+            out, mean, var, count = self._normalize_batch(x)
+            if self.training and self.track_running_stats:
+                self._update_running_stats(mean, var, count)
+            return out
+        return self._normalize_running(x)
+
+
+class BatchNorm(_BatchNormBase):
+    r"""Batch normalization over dim 1 of an (N, C) or (N, C, *spatial) input.
+
+    .. math::
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \gamma + \beta
+
+    with per-channel statistics over the ``m = N * prod(spatial)`` values of each channel:
+    the batch's (biased variance) in training and, if ``track_running_stats``, the running
+    averages in eval mode. The running variance stores the unbiased batch variance
+    ``Var[x] * m / (m - 1)``. Same arguments, parameters, buffers and ``state_dict`` keys as
+    ``torch.nn.BatchNorm1d/2d/3d``; one class serves every input rank.
+
+    The training forward is a custom autograd function with the closed-form backward, so only
+    first derivatives are available.
+
+    Examples::
+
+        >>> bn = BatchNorm(16)
+        >>> bn(torch.randn(8, 16, 40)).shape
+        torch.Size([8, 16, 40])
+    """

@@ -172,10 +172,12 @@ def batchnorm_backward_compact(dout: np.ndarray, cache: dict) -> tuple[np.ndarra
     """
     axes, m = cache["axes"], cache["m"]
     x_hat, inv_std, gamma = cache["x_hat"], cache["inv_std"], cache["gamma"]
+    scale = gamma * inv_std                          # (1, C, 1...)
     dbeta = dout.sum(axis=axes, keepdims=True)
-    dgamma = (dout * x_hat).sum(axis=axes, keepdims=True)
+    scratch = dout * x_hat                           # (N, C, *), reused below
+    dgamma = scratch.sum(axis=axes, keepdims=True)
+    dx = dout * scale
     if cache["training"]:
-        dx = (gamma * inv_std) * (dout - (dbeta + x_hat * dgamma) / m)
-    else:
-        dx = (gamma * inv_std) * dout
+        dx -= np.multiply(x_hat, dgamma * (scale / m), out=scratch)
+        dx -= dbeta * (scale / m)
     return dx, dgamma.reshape(-1), dbeta.reshape(-1)

@@ -1,0 +1,283 @@
+"""A small, seeded training loop with a progress bar and a history.
+
+The loop is deliberately plain (pre-batched tensors, no DataLoader, cross-entropy, one optimizer)
+so a learner can read all of it, and fast enough on a 2-core CPU to run several seeds per
+experiment.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from bncourse.data import MNIST1D, _check_batch_args, batches
+
+__all__ = ["set_seed", "History", "Metrics", "evaluate", "train", "run_seeds", "EVAL_MODES"]
+
+EVAL_MODES = ("eval", "train")
+OPTIMIZERS = ("sgd", "adam")
+
+
+def set_seed(seed: int) -> None:
+    """Seeds ``torch`` (CPU and CUDA), ``numpy``'s global state and ``random``."""
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 -- learners' code uses the global state
+    torch.manual_seed(seed)
+
+
+@dataclass
+class History:
+    """What :func:`train` records.
+
+    Attributes:
+        step_loss: the training loss of every step. If training diverged, the last entry is the
+            non-finite loss that stopped it (no optimizer step was taken for it).
+        epoch_loss: mean training loss over each recorded epoch's steps.
+        train_acc: accuracy on the whole training set after each recorded epoch.
+        test_acc: accuracy on the test set after each recorded epoch.
+        diverged: a non-finite loss stopped training; the epoch it happened in and later ones
+            are not recorded, so the per-epoch lists are shorter than ``epochs``.
+        steps: optimizer steps taken.
+    """
+
+    step_loss: list[float] = field(default_factory=list)
+    epoch_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    diverged: bool = False
+    steps: int = 0
+
+
+class Metrics(NamedTuple):
+    """Mean cross-entropy loss and accuracy (a fraction in [0, 1])."""
+
+    loss: float
+    accuracy: float
+
+
+def _model_device(model: nn.Module) -> torch.device | None:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return None
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: Tensor, y: Tensor, *, mode: str = "eval", batch_size: int | None = None
+) -> Metrics:
+    """Loss and accuracy of ``model`` on ``(x, y)``, leaving the model exactly as it was.
+
+    Args:
+        model: maps (N, *) inputs to (N, classes) logits.
+        x: (N, *) inputs; moved to the model's device.
+        y: (N,) integer labels.
+        mode: ``"eval"`` (running statistics, dropout off) or ``"train"`` (batch statistics and
+            dropout on -- what a learner gets who forgets ``model.eval()``).
+        batch_size: evaluate in chunks of this size, so that in train mode the batch statistics
+            come from batches of this size (the last chunk may be shorter). Default: all of
+            ``x`` at once.
+
+    Returns:
+        :class:`Metrics` of Python floats.
+
+    The train/eval flag of every submodule and the value of every buffer are restored, so an
+    evaluation in train mode does not move BN's running statistics.
+    """
+    if mode not in EVAL_MODES:
+        raise ValueError(f"expected mode to be one of {EVAL_MODES} (got {mode!r})")
+    n = x.shape[0]
+    if batch_size is None:
+        batch_size = n
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"expected batch_size to be a positive int or None (got {batch_size!r})")
+    if n == 0 or y.shape != (n,):
+        raise ValueError(
+            "expected x of shape (N, *) and y of shape (N,) with N > 0 "
+            f"(got x {tuple(x.shape)}, y {tuple(y.shape)})"
+        )
+    device = _model_device(model)
+    if device is not None:
+        x, y = x.to(device), y.to(device)
+
+    flags = [(m, m.training) for m in model.modules()]
+    saved = [b.clone() for b in model.buffers()]
+    try:
+        model.train(mode == "train")
+        loss_sum, correct = 0.0, 0
+        for start in range(0, n, batch_size):
+            logits = model(x[start : start + batch_size])             # (B, classes)
+            yb = y[start : start + batch_size]
+            loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
+            correct += (logits.argmax(dim=1) == yb).sum().item()
+    finally:
+        for b, s in zip(model.buffers(), saved, strict=True):
+            b.copy_(s)
+        for m, flag in flags:
+            m.training = flag
+    return Metrics(loss=loss_sum / n, accuracy=correct / n)
+
+
+def _make_optimizer(
+    optimizer, params: Iterable[nn.Parameter], lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    if isinstance(optimizer, str):
+        if optimizer == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        if optimizer == "adam":
+            return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    elif callable(optimizer):
+        return optimizer(params)
+    raise ValueError(
+        f"expected optimizer to be one of {OPTIMIZERS} or a callable params -> Optimizer "
+        f"(got {optimizer!r})"
+    )
+
+
+def train(
+    model: nn.Module,
+    data: MNIST1D,
+    *,
+    epochs: int = 5,
+    lr: float = 0.1,
+    batch_size: int = 64,
+    optimizer="sgd",
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    order: str = "iid",
+    max_steps: int | None = None,
+    device="cpu",
+    progress: bool | None = None,
+    eval_mode: str = "eval",
+    on_step: Callable[[int, nn.Module, float], None] | None = None,
+) -> History:
+    """Trains ``model`` with cross-entropy on ``data.x_train`` and records a :class:`History`.
+
+    Args:
+        model: maps (N, *) inputs to (N, classes) logits; trained in place.
+        data: an :class:`~bncourse.data.MNIST1D` (or any tuple of the same four tensors).
+        epochs: passes over the training set. Default: 5.
+        lr: learning rate. Default: 0.1.
+        batch_size: examples per step; the last ``N % batch_size`` of each epoch's order are
+            dropped. Default: 64.
+        optimizer: ``"sgd"`` (with ``momentum`` and ``weight_decay``), ``"adam"`` (with
+            ``weight_decay``), or a callable ``params -> torch.optim.Optimizer`` (then ``lr``,
+            ``momentum`` and ``weight_decay`` are not used).
+        momentum: SGD momentum. Default: 0.9.
+        weight_decay: L2 penalty. Default: 0.
+        seed: seeds ``torch`` at the start (dropout, noise) and each epoch's batch order
+            (``batches(..., seed=seed * 100003 + epoch)``).
+        order: ``"iid"`` or ``"class_sorted"`` batches, see :func:`~bncourse.data.batches`.
+        max_steps: stop after this many steps; the final partial epoch is still evaluated and
+            recorded.
+        device: where to train; model and data are moved there.
+        progress: show a ``tqdm`` bar. ``None`` (default): only on a terminal, so notebooks and
+            CI stay free of it.
+        eval_mode: the ``mode`` of the per-epoch :func:`evaluate` calls; with ``"train"`` the
+            batch statistics come from batches of ``batch_size``.
+        on_step: called as ``on_step(step, model, loss)`` after each optimizer step; ``step`` is
+            the step's 0-based index (its loss is ``history.step_loss[step]``), ``loss`` a float.
+
+    Returns:
+        The :class:`History`. Training stops at the first non-finite loss with
+        ``diverged=True``; accuracies are then not recorded for that and later epochs.
+
+    The model is left in train mode. Two calls with the same arguments on identically
+    initialized models return identical histories.
+    """
+    if eval_mode not in EVAL_MODES:
+        raise ValueError(f"expected eval_mode to be one of {EVAL_MODES} (got {eval_mode!r})")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"expected epochs to be a non-negative int (got {epochs!r})")
+    if max_steps is not None and (
+        isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 0
+    ):
+        raise ValueError(f"expected max_steps to be a non-negative int or None (got {max_steps!r})")
+
+    _check_batch_args(data[0], data[1], batch_size, order)
+
+    device = torch.device(device)
+    model.to(device)
+    x_train, y_train, x_test, y_test = (t.to(device) for t in data)
+    torch.manual_seed(seed)
+    opt = _make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
+    eval_batch = batch_size if eval_mode == "train" else None
+
+    history = History()
+    steps_per_epoch = x_train.shape[0] // batch_size
+    total = epochs * steps_per_epoch
+    if max_steps is not None:
+        total = min(total, max_steps)
+    bar = tqdm(total=total, disable=None if progress is None else not progress, unit="step")
+    try:
+        for epoch in range(epochs):
+            if max_steps is not None and history.steps >= max_steps:
+                break
+            xb, yb = batches(x_train, y_train, batch_size, order=order, seed=seed * 100003 + epoch)
+            model.train()
+            first = history.steps
+            for i in range(xb.shape[0]):
+                if max_steps is not None and history.steps >= max_steps:
+                    break
+                loss = F.cross_entropy(model(xb[i]), yb[i])           # (B, classes) -> ()
+                loss_value = loss.item()
+                history.step_loss.append(loss_value)
+                if not math.isfinite(loss_value):
+                    history.diverged = True
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                history.steps += 1
+                if on_step is not None:
+                    on_step(history.steps - 1, model, loss_value)
+                bar.update(1)
+            if history.diverged:
+                break
+            history.epoch_loss.append(float(np.mean(history.step_loss[first:])))
+            history.train_acc.append(
+                evaluate(model, x_train, y_train, mode=eval_mode, batch_size=eval_batch).accuracy
+            )
+            history.test_acc.append(
+                evaluate(model, x_test, y_test, mode=eval_mode, batch_size=eval_batch).accuracy
+            )
+            bar.set_postfix(loss=f"{history.epoch_loss[-1]:.3f}", test_acc=history.test_acc[-1])
+    finally:
+        bar.close()
+    model.train()
+    return history
+
+
+def run_seeds(
+    make_model: Callable[[], nn.Module], data: MNIST1D, seeds: Sequence[int], **train_kwargs
+) -> list[History]:
+    """Trains a fresh model per seed: ``set_seed(seed)``, ``make_model()``, ``train(...)``.
+
+    Args:
+        make_model: builds an untrained model (its initialization uses the seeded RNG).
+        data: the dataset.
+        seeds: one run per seed.
+        **train_kwargs: passed to :func:`train` (everything but ``seed``).
+
+    Returns:
+        One :class:`History` per seed, in order.
+    """
+    if "seed" in train_kwargs:
+        raise ValueError("expected the seeds in `seeds`, not a `seed` keyword (got seed=...)")
+    histories = []
+    for seed in seeds:
+        set_seed(seed)
+        model = make_model()
+        histories.append(train(model, data, seed=seed, **train_kwargs))
+    return histories

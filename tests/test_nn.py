@@ -1,0 +1,270 @@
+"""bncourse.nn.BatchNorm against torch.nn.BatchNorm1d/2d/3d (the oracle) and autograd's gradcheck."""
+
+import re
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+from bncourse.nn import BatchNorm, batch_norm_train
+
+FLOAT64_ATOL = 1e-12   # same maths in float64: only round-off differs
+FLOAT32_ATOL = 1e-5
+TORCH_BN = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
+SHAPES = [(8, 4), (6, 4, 5), (3, 4, 5, 2), (2, 4, 3, 2, 2)]
+
+
+def make_pair(ndim, seed=0, **kwargs):
+    """A torch reference module and ours, with equal random parameters, in float64."""
+    torch.manual_seed(seed)
+    ref = TORCH_BN[ndim](4, **kwargs).double()
+    if ref.affine:
+        with torch.no_grad():
+            ref.weight.normal_(1.0, 0.5)
+            ref.bias.normal_()
+    ours = BatchNorm(4, **kwargs).double()
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+def random_input(shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    scale = torch.rand((1, shape[1]) + (1,) * (len(shape) - 2), generator=g, dtype=torch.float64)
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * 3 + 1) * (scale + 0.1)
+
+
+def assert_same_step(ref, ours, x, seed=0):
+    """One forward/backward with a random upstream gradient: outputs, gradients, buffers."""
+    dout = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=x.dtype)
+    outs, grads = [], []
+    for module in (ref, ours):
+        xi = x.clone().requires_grad_(True)
+        out = module(xi)
+        params = [xi] + ([module.weight, module.bias] if module.affine else [])
+        grads.append(torch.autograd.grad(out, params, dout))
+        outs.append(out)
+    torch.testing.assert_close(outs[1], outs[0], atol=FLOAT64_ATOL, rtol=0)
+    for g_ours, g_ref in zip(grads[1], grads[0]):
+        torch.testing.assert_close(g_ours, g_ref, atol=1e-10, rtol=0)
+    for (name, b_ref), (_, b_ours) in zip(ref.named_buffers(), ours.named_buffers()):
+        torch.testing.assert_close(b_ours, b_ref, atol=FLOAT64_ATOL, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("momentum", [0.1, 0.5, None])
+def test_training_steps_match_torch(shape, momentum):
+    ref, ours = make_pair(len(shape), momentum=momentum)
+    for step in range(3):
+        assert_same_step(ref, ours, random_input(shape, step), seed=step)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("momentum", [0.1, 0.5, None])
+def test_eval_after_training_matches_torch(shape, momentum):
+    ref, ours = make_pair(len(shape), momentum=momentum)
+    for step in range(3):
+        ref(random_input(shape, step))
+        ours(random_input(shape, step))
+    ref.eval()
+    ours.eval()
+    assert_same_step(ref, ours, random_input(shape, 99))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_affine_off_matches_torch(shape):
+    ref, ours = make_pair(len(shape), affine=False)
+    assert ours.weight is None and ours.bias is None
+    assert_same_step(ref, ours, random_input(shape, 1))
+    ref.eval()
+    ours.eval()
+    assert_same_step(ref, ours, random_input(shape, 2))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_tracking_off_uses_batch_statistics_in_eval_like_torch(shape):
+    ref, ours = make_pair(len(shape), track_running_stats=False)
+    assert ours.running_mean is None and ours.num_batches_tracked is None
+    ref.eval()
+    ours.eval()
+    assert_same_step(ref, ours, random_input(shape, 3))
+
+
+def test_momentum_none_is_cumulative_average_of_batches():
+    bn = BatchNorm(3, momentum=None).double()
+    xs = [random_input((10, 3), seed) for seed in range(4)]
+    for x in xs:
+        bn(x)
+    expected_mean = torch.stack([x.mean(0) for x in xs]).mean(0)
+    expected_var = torch.stack([x.var(0, unbiased=True) for x in xs]).mean(0)
+    torch.testing.assert_close(bn.running_mean, expected_mean, atol=FLOAT64_ATOL, rtol=0)
+    torch.testing.assert_close(bn.running_var, expected_var, atol=FLOAT64_ATOL, rtol=0)
+    assert bn.num_batches_tracked.item() == 4
+
+
+def test_running_var_is_unbiased_while_normalization_is_biased():
+    bn = BatchNorm(2, momentum=1.0, affine=False).double()
+    x = random_input((5, 2), 0)
+    out = bn(x)
+    torch.testing.assert_close(bn.running_var, x.var(0, unbiased=True), atol=FLOAT64_ATOL, rtol=0)
+    torch.testing.assert_close(out.var(0, unbiased=False), torch.ones(2, dtype=torch.float64),
+                               atol=1e-4, rtol=0)  # 1 - eps / var
+
+
+def test_eval_does_not_change_buffers():
+    bn = BatchNorm(3)
+    bn(torch.randn(8, 3))
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    bn.eval()
+    bn(torch.randn(8, 3))
+    for k, v in bn.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("ndim", [2, 3, 4, 5])
+def test_state_dict_loads_into_torch_and_back(ndim):
+    ref, ours = make_pair(ndim)
+    shape = SHAPES[ndim - 2]
+    for step in range(2):
+        ours(random_input(shape, step))
+    other = TORCH_BN[ndim](4).double()
+    other.load_state_dict(ours.state_dict())
+    back = BatchNorm(4).double()
+    back.load_state_dict(other.state_dict())
+    assert set(ours.state_dict()) == set(other.state_dict())
+    for k in ours.state_dict():
+        assert torch.equal(back.state_dict()[k], ours.state_dict()[k]), k
+    other.eval()
+    back.eval()
+    x = random_input(shape, 9)
+    torch.testing.assert_close(back(x), other(x), atol=FLOAT64_ATOL, rtol=0)
+
+
+def test_old_checkpoint_without_num_batches_tracked_loads():
+    state = BatchNorm(3).state_dict()
+    del state["num_batches_tracked"]
+    state._metadata[""]["version"] = 1
+    bn = BatchNorm(3)
+    bn.load_state_dict(state)
+    assert bn.num_batches_tracked.item() == 0
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (3, 3, 4), (2, 3, 2, 3)])
+def test_gradcheck_training_mode(shape):
+    bn = BatchNorm(3).double()
+    with torch.no_grad():
+        bn.weight.normal_()
+        bn.bias.normal_()
+    x = random_input(shape, 0).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x_, w, b: batch_norm_train(x_, w, b, 1e-5)[0],
+                                    (x, bn.weight, bn.bias))
+
+
+def test_gradcheck_eval_mode():
+    bn = BatchNorm(3).double()
+    bn(random_input((6, 3), 0))
+    bn.eval()
+    x = random_input((4, 3, 2), 1).requires_grad_(True)
+    assert torch.autograd.gradcheck(bn, (x,))
+
+
+def test_double_backward_raises_instead_of_wrong_answer():
+    bn = BatchNorm(3).double()
+    x = random_input((4, 3), 0).requires_grad_(True)
+    (dx,) = torch.autograd.grad(bn(x).pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|double backward|derivative"):
+        dx.sum().backward()
+
+
+def test_float32_forward_and_backward_close_to_torch():
+    torch.manual_seed(0)
+    ref, ours = nn.BatchNorm1d(16), BatchNorm(16)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(64, 16, 10) * 5 + 3
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    dout = torch.randn_like(x)
+    ref(xa).backward(dout)
+    out = ours(xb)
+    out.backward(dout)
+    torch.testing.assert_close(out, ref(x), atol=FLOAT32_ATOL, rtol=0)
+    torch.testing.assert_close(xb.grad, xa.grad, atol=FLOAT32_ATOL, rtol=0)
+    assert out.dtype == torch.float32
+
+
+@given(
+    n=st.integers(2, 5), spatial=st.lists(st.integers(1, 3), max_size=3),
+    momentum=st.sampled_from([0.1, 0.5, None, 0.0, 1.0]), affine=st.booleans(),
+    track=st.booleans(), training=st.booleans(), seed=st.integers(0, 2**16),
+)
+def test_matches_torch_for_any_shape_and_mode(n, spatial, momentum, affine, track, training, seed):
+    shape = (n, 4, *spatial)
+    ref, ours = make_pair(len(shape), seed=seed, momentum=momentum, affine=affine,
+                          track_running_stats=track)
+    ref.train(training)
+    ours.train(training)
+    assert_same_step(ref, ours, random_input(shape, seed), seed=seed)
+
+
+@pytest.mark.parametrize(
+    ("x", "error", "phrase"),
+    [
+        (torch.randn(4), ValueError, "expected 2D or higher input"),
+        (torch.randn(4, 5), ValueError, "expected input with 3 channels in dim 1 (got 5"),
+        (torch.randn(1, 3), ValueError, "expected more than 1 value per channel when training"),
+        (torch.randn(1, 3, 1), ValueError, "expected more than 1 value per channel"),
+        (torch.ones(4, 3, dtype=torch.long), TypeError, "expected a floating-point input"),
+        ([[1.0, 2.0, 3.0]], TypeError, "expected a torch.Tensor"),
+    ],
+)
+def test_bad_input_raises_clear_error(x, error, phrase):
+    with pytest.raises(error, match=re.escape(phrase)):
+        BatchNorm(3)(x)
+
+
+def test_one_value_per_channel_is_fine_in_eval_mode():
+    bn = BatchNorm(3).eval()
+    assert bn(torch.randn(1, 3)).shape == (1, 3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "phrase"),
+    [
+        (dict(eps=0.0), ValueError, "expected eps > 0 (got eps=0.0)"),
+        (dict(eps=-1.0), ValueError, "expected eps > 0"),
+        (dict(eps="1e-5"), TypeError, "expected eps to be a float"),
+        (dict(momentum=1.5), ValueError, "expected momentum in [0, 1] (got momentum=1.5)"),
+        (dict(momentum=-0.1), ValueError, "expected momentum in [0, 1]"),
+        (dict(num_features=0), ValueError, "expected num_features to be a positive int"),
+    ],
+)
+def test_bad_construction_arguments_raise(kwargs, error, phrase):
+    args = dict(num_features=3)
+    args.update(kwargs)
+    with pytest.raises(error, match=re.escape(phrase)):
+        BatchNorm(**args)
+
+
+def test_nan_input_propagates_to_its_channel_like_torch():
+    # Documented choice: like torch, NaN is propagated (never silently replaced) rather than
+    # reported; it poisons that channel's batch statistics and running statistics.
+    ref, ours = make_pair(2)
+    x = random_input((6, 4), 0)
+    x[1, 2] = float("nan")
+    out_ref, out_ours = ref(x), ours(x)
+    assert torch.isnan(out_ours[:, 2]).all() and torch.isnan(out_ref[:, 2]).all()
+    assert torch.isnan(ours.running_mean[2]) and torch.isnan(ref.running_mean[2])
+    keep = [0, 1, 3]
+    torch.testing.assert_close(out_ours[:, keep], out_ref[:, keep], atol=FLOAT64_ATOL, rtol=0)
+
+
+def test_repr_names_the_arguments():
+    assert repr(BatchNorm(3, momentum=None)) == (
+        "BatchNorm(3, eps=1e-05, momentum=None, affine=True, track_running_stats=True)")
+
+
+def test_parameters_and_buffers_have_torch_names_and_roles():
+    bn = BatchNorm(5)
+    assert [n for n, _ in bn.named_parameters()] == ["weight", "bias"]
+    assert [n for n, _ in bn.named_buffers()] == [
+        "running_mean", "running_var", "num_batches_tracked"]

@@ -26,7 +26,8 @@ from bncourse.nn import BatchNorm
 
 def seconds(fn, min_run_time: float) -> float:
     """Median seconds per call of ``fn`` over one adaptive block of runs."""
-    return Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time).median
+    timer = Timer(stmt="fn()", globals={"fn": fn})
+    return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
 def compare(candidates: dict, rounds: int, min_run_time: float) -> dict[str, float]:

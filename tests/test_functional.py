@@ -20,7 +20,8 @@ SHAPES = [(8, 3), (5, 3, 7), (4, 3, 2, 5)]
 def make_case(shape, seed=0):
     rng = np.random.default_rng(seed)
     c = shape[1]
-    x = rng.normal(2.0, 3.0, size=shape) * rng.uniform(0.1, 5.0, size=(1, c) + (1,) * (len(shape) - 2))
+    channel_scale = rng.uniform(0.1, 5.0, size=(1, c) + (1,) * (len(shape) - 2))
+    x = rng.normal(2.0, 3.0, size=shape) * channel_scale
     gamma = rng.normal(1.0, 0.5, size=c)
     beta = rng.normal(0.0, 1.0, size=c)
     dout = rng.normal(size=shape)
@@ -141,7 +142,8 @@ def test_dx_sums_to_zero_per_channel_in_training():
 def test_staged_and_compact_backward_agree_to_round_off():
     x, gamma, beta, dout = make_case((64, 5, 3), seed=7)
     _, cache = batchnorm_forward(x, gamma, beta, training=True)
-    for a, b in zip(batchnorm_backward(dout, cache), batchnorm_backward_compact(dout, cache)):
+    for a, b in zip(batchnorm_backward(dout, cache), batchnorm_backward_compact(dout, cache),
+                    strict=True):
         assert rel_error(a, b) < 1e-9
 
 
@@ -174,7 +176,7 @@ def test_forward_and_backward_agree_with_torch_for_any_shape_and_mode(
                                atol=1e-10)
     np.testing.assert_allclose(rv, rv_t, atol=1e-10)
     staged, compact = batchnorm_backward(dout, cache), batchnorm_backward_compact(dout, cache)
-    for a, b in zip(staged, compact):
+    for a, b in zip(staged, compact, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-9)
 
 

@@ -1,4 +1,4 @@
-"""bncourse.nn.BatchNorm against torch.nn.BatchNorm1d/2d/3d (the oracle) and autograd's gradcheck."""
+"""bncourse.nn.BatchNorm against torch.nn.BatchNorm1d/2d/3d (the oracle) and gradcheck."""
 
 import re
 
@@ -46,9 +46,10 @@ def assert_same_step(ref, ours, x, seed=0):
         grads.append(torch.autograd.grad(out, params, dout))
         outs.append(out)
     torch.testing.assert_close(outs[1], outs[0], atol=FLOAT64_ATOL, rtol=0)
-    for g_ours, g_ref in zip(grads[1], grads[0]):
+    for g_ours, g_ref in zip(grads[1], grads[0], strict=True):
         torch.testing.assert_close(g_ours, g_ref, atol=1e-10, rtol=0)
-    for (name, b_ref), (_, b_ours) in zip(ref.named_buffers(), ours.named_buffers()):
+    for (name, b_ref), (_, b_ours) in zip(ref.named_buffers(), ours.named_buffers(),
+                                          strict=True):
         torch.testing.assert_close(b_ours, b_ref, atol=FLOAT64_ATOL, rtol=0, msg=name)
 
 

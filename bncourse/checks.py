@@ -1,0 +1,930 @@
+"""Exercise checkers: run a learner's function against the reference and say what is wrong.
+
+Each checker calls the learner's function on a few fixed float64 inputs built so that mistakes
+show: non-zero means, unequal channel scales, one channel with a tiny variance (~1e-4, where a
+missing ``eps`` changes the output by percents), ``gamma`` and ``beta`` far from 1 and 0, random
+upstream gradients. When the outputs differ from the reference, they are compared with a
+catalogue of known mistakes -- each one a copy of the reference with that one bug -- so the
+message can name the bug and its fix instead of just "mismatch".
+
+On success a checker prints one deterministic line; on failure it raises :class:`ExerciseError`
+(an ``AssertionError``, so an nbval run of a broken solution fails loudly) with the diagnosis.
+
+The checkers of notebook 01:
+
+* :func:`check_forward` -- the training-mode forward pass;
+* :func:`check_backward` and :func:`check_backward_compact` -- the staged and closed-form
+  backward passes;
+* :func:`check_running_update` -- PyTorch's running-statistics update.
+
+A checker for another exercise is a reference, a few :class:`Case` s and, optionally, a few
+:class:`Mistake` s and :class:`Hint` s handed to :func:`check_function`::
+
+    def check_relu(fn):
+        x = np.random.default_rng(0).normal(size=(4, 3))
+        check_function(
+            fn, lambda x: np.maximum(x, 0), [Case("x of shape (4, 3)", (x,))],
+            [Mistake("abs", "You return |x|.", "Use np.maximum(x, 0).", np.abs)],
+            name="check_relu",
+        )
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bncourse.functional import batchnorm_backward, batchnorm_forward
+
+__all__ = [
+    "ATOL",
+    "RTOL",
+    "SEED",
+    "Case",
+    "ExerciseError",
+    "Hint",
+    "Mistake",
+    "check_backward",
+    "check_backward_compact",
+    "check_forward",
+    "check_function",
+    "check_running_update",
+]
+
+ATOL = 1e-8
+"""Absolute tolerance of every comparison (float64: a correct solution is off by ~1e-13)."""
+RTOL = 1e-6
+"""Relative tolerance of every comparison."""
+SEED = 2015
+"""Seed of the checkers' inputs: the same inputs, hence the same messages, on every run."""
+
+
+class ExerciseError(AssertionError):
+    """A learner's function disagrees with the reference; the message says how.
+
+    Attributes:
+        mistakes: keys of the catalogued :class:`Mistake` s the function was found to make
+            (empty when the bug is not a known one).
+    """
+
+    def __init__(self, message: str, mistakes: Sequence[str] = ()):
+        super().__init__(message)
+        self.mistakes = tuple(mistakes)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input on which the learner's function is compared with the reference.
+
+    Args:
+        label: how messages name the case, e.g. ``"x of shape (16, 5), eps=1e-05"``.
+        args: positional arguments; every call gets deep copies.
+        kwargs: keyword arguments.
+        reference_args: what the reference and the mistakes get instead of ``args`` where the
+            two differ (e.g. a cache made by the learner's own forward). Default: ``args``.
+        tags: labels that :class:`Hint` s select cases by.
+        channel_notes: ``{channel: words}`` for channels built to reveal a mistake; an error
+            confined to them is described with these words.
+    """
+
+    label: str
+    args: tuple
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    reference_args: tuple | None = None
+    tags: frozenset[str] = frozenset()
+    channel_notes: Mapping[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A known mistake, written as the reference with that mistake in it.
+
+    Args:
+        key: short identifier, listed in :attr:`ExerciseError.mistakes`.
+        diagnosis: what is wrong, in plain words.
+        fix: how to put it right.
+        fn: the buggy variant; same signature and outputs as the reference.
+    """
+
+    key: str
+    diagnosis: str
+    fix: str
+    fn: Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Hint:
+    """Words shown when every case tagged ``tag`` matches the reference and another does not."""
+
+    tag: str
+    text: str
+
+
+class _Stop(Exception):
+    """A problem that ends the check before any comparison (raised, returned None, ...)."""
+
+
+# --------------------------------------------------------------------------------------------
+# The generic machinery
+# --------------------------------------------------------------------------------------------
+
+
+def check_function(
+    fn: Callable[..., Any],
+    reference: Callable[..., Any],
+    cases: Sequence[Case],
+    mistakes: Sequence[Mistake] = (),
+    hints: Sequence[Hint] = (),
+    *,
+    name: str,
+    outputs: Sequence[str] = ("out",),
+    unpack: Callable[[Any], Any] | None = None,
+    mutable: Sequence[str] = (),
+    advice: str = "",
+    rtol: float = RTOL,
+    atol: float = ATOL,
+) -> None:
+    """Compare ``fn`` with ``reference`` on ``cases``; print one line, or raise a diagnosis.
+
+    Every checker of the course is this function plus its inputs. For each case ``fn`` is called
+    on deep copies of ``case.args`` (so it cannot spoil the next case) and the reference on
+    ``case.reference_args``. Then:
+
+    1. ``fn`` raising, returning ``None`` or the wrong number of outputs stops the check with
+       a message that says so (``NotImplementedError`` reads "not implemented yet").
+    2. If all outputs of all cases are within ``atol + rtol * |expected|`` of the reference and
+       ``fn`` changed none of its inputs in place (apart from those named in ``mutable``), one
+       line ``"{name}: all {n} cases match the reference."`` is printed.
+    3. Otherwise each wrong output is matched against the ``mistakes``: a mistake explains an
+       output when its variant's output is within tolerance of ``fn``'s on *every* case. The
+       fewest mistakes explaining the most outputs are reported, with their fixes. An output
+       no mistake explains is described by its wrong shape, its NaN/inf, or its largest error
+       (where, in which channel, yours against expected) and ``advice``. The text of every
+       :class:`Hint` whose condition holds is added; then :class:`ExerciseError` is raised.
+
+    Args:
+        fn: the learner's function.
+        reference: the correct function, with the signature ``fn`` must have (its parameter
+            names are used in messages).
+        cases: the inputs.
+        mistakes: the catalogue of known mistakes.
+        hints: patterns of passing and failing cases worth a sentence.
+        name: the checker's name, first word of every message.
+        outputs: names of the outputs; with more than one, ``fn`` must return a tuple of them.
+        unpack: applied to ``fn``'s return value first (e.g. to accept ``(out, cache)``).
+        mutable: parameters ``fn`` may change in place.
+        advice: the hint for a bug that is not in the catalogue.
+        rtol, atol: tolerances, as in :func:`numpy.allclose`.
+
+    Raises:
+        ExerciseError: when ``fn`` is wrong.
+    """
+    params = _param_names(reference)
+    fn_name = _fn_name(fn)
+    got, side_effects = [], []
+    try:
+        for case in cases:
+            raw, changed = _call(fn, case, params, name, fn_name)
+            if raw is None and changed & set(mutable):
+                raise _Stop(_returned_none(name, fn_name, outputs, sorted(changed & set(mutable))))
+            got.append(_as_outputs(raw if unpack is None else unpack(raw), outputs, case))
+            side_effects += [(p, case) for p in sorted(changed - set(mutable))]
+    except _Stop as stop:
+        raise ExerciseError(f"{name}: {stop}") from stop.__cause__
+
+    expected = [_as_outputs(_call_quietly(reference, case), outputs, case) for case in cases]
+    ok = [[_close(g, e, rtol, atol) for g, e in zip(gs, es, strict=True)]
+          for gs, es in zip(got, expected, strict=True)]
+    n_bad = sum(not all(row) for row in ok)
+    if n_bad == 0 and not side_effects:
+        print(f"{name}: all {len(cases)} cases match the reference.")
+        return
+
+    wrong = [j for j in range(len(outputs)) if not all(row[j] for row in ok)]
+    variants = {mk.key: [_run_variant(mk.fn, case, outputs) for case in cases] for mk in mistakes}
+    explains = {
+        mk.key: {j for j in wrong
+                 if all(v is not None and _close(g[j], v[j], rtol, atol)
+                        for g, v in zip(got, variants[mk.key], strict=True))}
+        for mk in mistakes
+    }
+    by_key = {mk.key: mk for mk in mistakes}
+
+    lines = [f"{name}: `{fn_name}` does not match the reference in {n_bad} of {len(cases)} cases."
+             if n_bad else f"{name}: `{fn_name}` returns the right values, but:"]
+    found: list[str] = []
+    for covered, keys in _cover(wrong, [mk.key for mk in mistakes], explains):
+        found += keys
+        who = " and ".join(f"`{outputs[j]}`" for j in sorted(covered))
+        texts = list(dict.fromkeys(f"{by_key[k].diagnosis} Fix: {by_key[k].fix}" for k in keys))
+        if len(texts) == 1:
+            lines.append(f"- {who}: {texts[0]}")
+        else:
+            lines.append(f"- {who} match several known mistakes; one of these:")
+            lines += [f"  * {t}" for t in texts]
+    unexplained = [j for j in wrong if not any(j in explains[k] for k in explains)]
+    for j in unexplained:
+        lines += _describe_unknown(outputs[j], j, got, expected, cases, rtol, atol)
+    for param, case in side_effects[:1]:
+        lines.append(
+            f"- `{fn_name}` changed its input `{param}` in place (case {case.label}), so the "
+            f"caller's `{param}` is spoiled. Fix: compute new arrays (`x = x - mu`, not "
+            f"`x -= mu`), or work on a copy (`{param}.copy()`)."
+        )
+    passed = [all(row) for row in ok]
+    for hint in hints:
+        tagged = [p for p, c in zip(passed, cases, strict=True) if hint.tag in c.tags]
+        others = [p for p, c in zip(passed, cases, strict=True) if hint.tag not in c.tags]
+        if tagged and all(tagged) and not all(others):
+            lines.append(f"Note: {hint.text}")
+    if unexplained and advice:
+        lines.append(f"Hint: {advice}")
+    raise ExerciseError("\n".join(lines), found)
+
+
+def _param_names(reference: Callable[..., Any]) -> list[str]:
+    try:
+        return list(inspect.signature(reference).parameters)
+    except (TypeError, ValueError):  # some builtins have no signature
+        return []
+
+
+def _fn_name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def _call(fn, case: Case, params: list[str], name: str, fn_name: str) -> tuple[Any, set[str]]:
+    """Call ``fn`` on copies of the case's arguments; return its result and the changed ones."""
+    args, kwargs = copy.deepcopy(case.args), copy.deepcopy(dict(case.kwargs))
+    try:
+        with np.errstate(all="ignore"):  # NaN and inf are reported, not warned about
+            raw = fn(*args, **kwargs)
+    except NotImplementedError:
+        raise _Stop(f"`{fn_name}` is not implemented yet: replace `raise NotImplementedError` "
+                    f"with your code, run that cell, then run this check again.") from None
+    except Exception as exc:
+        raise _Stop(_explain_exception(exc, case, params, fn_name)) from exc
+    names = [*params[:len(args)], *kwargs]
+    before = [*case.args, *case.kwargs.values()]
+    changed = {p for p, old, new in zip(names, before, [*args, *kwargs.values()], strict=False)
+               if not _same(old, new)}
+    return raw, changed
+
+
+def _call_quietly(fn, case: Case) -> Any:
+    args = case.args if case.reference_args is None else case.reference_args
+    with np.errstate(all="ignore"):
+        return fn(*copy.deepcopy(args), **copy.deepcopy(dict(case.kwargs)))
+
+
+def _run_variant(fn, case: Case, outputs: Sequence[str]) -> tuple[np.ndarray, ...] | None:
+    """A mistake's outputs on a case, or None where that variant cannot run on it."""
+    try:
+        return _as_outputs(_call_quietly(fn, case), outputs, case)
+    except Exception:  # a variant that breaks on some input just matches nothing there
+        return None
+
+
+def _explain_exception(exc: Exception, case: Case, params: list[str], fn_name: str) -> str:
+    msg = f"`{fn_name}` raised {type(exc).__name__}: {exc} (case {case.label})."
+    if isinstance(exc, TypeError):
+        call = ", ".join([*params[:len(case.args)], *(f"{k}=..." for k in case.kwargs)])
+        msg += f" The checker calls `{fn_name}({call})`: does your function take these arguments?"
+    elif isinstance(exc, KeyError):
+        for p, a in zip(params, case.args, strict=False):
+            if isinstance(a, dict):
+                msg += f" The keys of `{p}` are: {', '.join(map(str, a))}."
+    elif isinstance(exc, ValueError) and "broadcast" in str(exc):
+        msg += (" Per-channel arrays of shape (C,) must be reshaped to broadcast against the "
+                "input: (1, C) for (N, C), (1, C, 1) for (N, C, L), e.g. "
+                "`gamma.reshape(1, -1, *[1] * (x.ndim - 2))`; or reduce with keepdims=True.")
+    return msg
+
+
+def _returned_none(name: str, fn_name: str, outputs: Sequence[str], changed: list[str]) -> str:
+    return (f"`{fn_name}` returned None; it changed {', '.join(f'`{c}`' for c in changed)} in "
+            f"place instead. Updating in place is what PyTorch does to its buffers, but this "
+            f"exercise asks for the new values: end with `return {', '.join(outputs)}`.")
+
+
+def _as_outputs(raw: Any, outputs: Sequence[str], case: Case) -> tuple[np.ndarray, ...]:
+    """``raw`` as a tuple of arrays, one per output name, or a _Stop saying what is wrong."""
+    want = ", ".join(outputs)
+    if raw is None:
+        raise _Stop(f"your function returned None (case {case.label}). Did you forget "
+                    f"`return {want}`?")
+    if len(outputs) == 1:
+        raw = (raw,)
+    elif not isinstance(raw, (tuple, list)) or len(raw) != len(outputs):
+        what = (f"{len(raw)} values" if isinstance(raw, (tuple, list))
+                else f"a {type(raw).__name__}")
+        raise _Stop(f"your function returned {what} (case {case.label}); expected the "
+                    f"{len(outputs)} values `{want}`, as a tuple.")
+    result = []
+    for name, value in zip(outputs, raw, strict=True):
+        try:
+            arr = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
+        except (TypeError, ValueError):  # e.g. a ragged list
+            arr = np.empty(0, dtype=object)
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise _Stop(f"`{name}` is a {type(value).__name__} (case {case.label}); expected "
+                        f"a numpy array.")
+        result.append(arr)
+    return tuple(result)
+
+
+def _same(old: Any, new: Any) -> bool:
+    """Whether an argument is unchanged by the call (arrays and dicts of arrays compared)."""
+    if isinstance(old, np.ndarray):
+        return (isinstance(new, np.ndarray) and old.shape == new.shape
+                and np.array_equal(old, new, equal_nan=np.issubdtype(old.dtype, np.inexact)))
+    if isinstance(old, dict):
+        return isinstance(new, dict) and all(k in new and _same(v, new[k]) for k, v in old.items())
+    return True  # numbers, tuples, None: nothing to change in place
+
+
+def _close(got: np.ndarray, want: np.ndarray, rtol: float, atol: float) -> bool:
+    return got.shape == want.shape and bool(
+        np.allclose(got, want, rtol=rtol, atol=atol, equal_nan=True))
+
+
+def _cover(wrong: list[int], keys: list[str], explains: dict[str, set[int]]):
+    """Few mistakes explaining many outputs: greedily the one covering most (catalogue order
+    breaks ties), grouped with the mistakes that cover exactly the same outputs."""
+    remaining = {j for j in wrong if any(j in e for e in explains.values())}
+    while remaining:
+        best = max(len(explains[k] & remaining) for k in keys)
+        first = next(k for k in keys if len(explains[k] & remaining) == best)
+        covered = explains[first] & remaining
+        yield covered, [k for k in keys if explains[k] & remaining == covered]
+        remaining -= covered
+
+
+def _channel(arr: np.ndarray, index: tuple[int, ...]) -> int | None:
+    """Channel of an entry: axis 1 of an (N, C, ...) output, axis 0 of a (C,) one."""
+    return index[1] if arr.ndim >= 2 else index[0] if arr.ndim == 1 else None
+
+
+def _describe_unknown(out: str, j: int, got, expected, cases, rtol, atol) -> list[str]:
+    """What can be said about a wrong output no known mistake explains."""
+    for gs, es, case in zip(got, expected, cases, strict=True):
+        if gs[j].shape != es[j].shape:
+            return [f"- `{out}` has shape {gs[j].shape} in case {case.label}; expected "
+                    f"{es[j].shape}."]
+    for gs, case in zip(got, cases, strict=True):
+        bad = ~np.isfinite(gs[j])
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            kind = "NaN" if np.isnan(gs[j][idx]) else "inf"
+            ch = _channel(gs[j], idx)
+            where = f"`{out}{list(idx)}`" + (f" (channel {ch})" if ch is not None else "")
+            return [f"- `{out}` contains {kind}, e.g. at {where} in case {case.label}. NaN and "
+                    f"inf come from a division by zero or the square root of a negative "
+                    f"number: check what you divide by, and that eps is added before the "
+                    f"square root."]
+    n_bad, worst, channels_ok = 0, None, True
+    for gs, es, case in zip(got, expected, cases, strict=True):
+        g, e = gs[j].astype(np.float64), es[j].astype(np.float64)
+        mismatch = ~np.isclose(g, e, rtol=rtol, atol=atol, equal_nan=True)
+        if not mismatch.any():
+            continue
+        n_bad += 1
+        err = np.where(mismatch, np.abs(g - e), 0.0)
+        idx = np.unravel_index(int(np.argmax(err)), err.shape)
+        idx = tuple(int(i) for i in idx)
+        if worst is None or err[idx] > worst[0]:
+            worst = (float(err[idx]), idx, case, float(g[idx]), float(e[idx]), g)
+        bad_channels = {_channel(g, tuple(int(i) for i in k)) for k in np.argwhere(mismatch)}
+        channels_ok &= bool(case.channel_notes) and bad_channels <= set(case.channel_notes)
+    err, idx, case, yours, want, arr = worst
+    ch = _channel(arr, idx)
+    lines = [f"- `{out}` is wrong in {n_bad} of {len(cases)} cases, and not by a mistake this "
+             f"checker knows. Largest error {err:.2e} at `{out}{list(idx)}`"
+             + (f" (channel {ch})" if ch is not None else "")
+             + f" in case {case.label}: yours {yours:.6g}, expected {want:.6g}."]
+    if channels_ok:
+        notes = sorted({n for c in cases for n in c.channel_notes.values()})
+        lines.append(f"  Only the {' / '.join(notes)} is wrong.")
+    dtypes = {gs[j].dtype for gs in got if np.issubdtype(gs[j].dtype, np.floating)}
+    if any(d.itemsize < 8 for d in dtypes):
+        lines.append(f"  `{out}` is {min(dtypes, key=lambda d: d.itemsize)}: compute in "
+                     f"float64, as the inputs are, or rounding alone exceeds the tolerance.")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs shared by the batch-norm checkers
+# --------------------------------------------------------------------------------------------
+
+_TINY = "channel with a tiny variance (~1e-4, where eps matters most)"
+
+
+def _reduce_axes(ndim: int) -> tuple[int, ...]:
+    return (0, *range(2, ndim))
+
+
+def _ch(v: np.ndarray, ndim: int) -> np.ndarray:
+    """(C,) -> (1, C, 1, ...)."""
+    return np.asarray(v).reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _bn_inputs(rng: np.random.Generator, shape: tuple[int, ...]):
+    """x with a per-channel mean and scale, one channel (C // 2) with variance ~1e-4;
+    gamma in [1.5, 3], beta of either sign with |beta| in [0.5, 2]."""
+    c = shape[1]
+    scale = rng.uniform(0.5, 4.0, c)
+    scale[c // 2] = 1e-2
+    x = _ch(rng.uniform(-3, 3, c), len(shape)) + _ch(scale, len(shape)) * rng.standard_normal(shape)
+    gamma = rng.uniform(1.5, 3.0, c)
+    beta = rng.choice([-1.0, 1.0], c) * rng.uniform(0.5, 2.0, c)
+    return x, gamma, beta
+
+
+def _label(shape: tuple[int, ...], **extra) -> str:
+    dims = "(N, C)" if len(shape) == 2 else "(N, C, L)"
+    more = "".join(f", {k}={v:g}" for k, v in extra.items())
+    return f"\"x of shape {dims} = {shape}{more}\""
+
+
+# --------------------------------------------------------------------------------------------
+# check_forward
+# --------------------------------------------------------------------------------------------
+
+
+def _forward_reference(x, gamma, beta, eps=1e-5):
+    return batchnorm_forward(x, gamma, beta, training=True, eps=eps)[0]
+
+
+def _norm(x, eps, *, axes=None, ddof=0, mode="sqrt_var_eps", center=True):
+    """(x - mean) / denominator with the statistics over ``axes`` (default: the right ones)."""
+    axes = _reduce_axes(x.ndim) if axes is None else axes
+    mu = x.mean(axis=axes, keepdims=True)
+    var = x.var(axis=axes, keepdims=True, ddof=ddof)
+    denom = {"sqrt_var_eps": np.sqrt(var + eps), "sqrt_var": np.sqrt(var),
+             "sqrt_var_plus_eps": np.sqrt(var) + eps, "var_eps": var + eps}[mode]
+    return ((x - mu) if center else x) / denom
+
+
+def _affine(x_hat, gamma, beta):
+    return _ch(gamma, x_hat.ndim) * x_hat + _ch(beta, x_hat.ndim)
+
+
+_FORWARD_MISTAKES = (
+    Mistake("per_example",
+            "The statistics are taken per example (over axis 1), not per channel.",
+            "BN averages each channel over the batch: `x.mean(axis=0)` for (N, C) inputs, "
+            "over axes (0, 2) for (N, C, L) ones, with keepdims=True.",
+            lambda x, gamma, beta, eps=1e-5: _affine(_norm(x, eps, axes=(1,)), gamma, beta)),
+    Mistake("per_example_all_axes",
+            "The statistics are taken per example (over every axis but 0), not per channel.",
+            "BN averages each channel over the batch: over every axis except 1, "
+            "with keepdims=True.",
+            lambda x, gamma, beta, eps=1e-5: _affine(
+                _norm(x, eps, axes=tuple(range(1, x.ndim))), gamma, beta)),
+    Mistake("global_stats",
+            "One mean and variance for the whole array, instead of one per channel.",
+            "Reduce over every axis except the channel axis 1: "
+            "`x.mean(axis=(0, *range(2, x.ndim)), keepdims=True)`.",
+            lambda x, gamma, beta, eps=1e-5: _affine(
+                _norm(x, eps, axes=tuple(range(x.ndim))), gamma, beta)),
+    Mistake("axis0_only",
+            "For (N, C, L) inputs the statistics are taken over axis 0 only, so each position "
+            "along L gets its own mean and variance; (N, C) inputs are right.",
+            "Each channel has one mean and variance over all its N * L values: reduce over "
+            "axes (0, 2), i.e. `axis=(0, *range(2, x.ndim))`.",
+            lambda x, gamma, beta, eps=1e-5: _affine(_norm(x, eps, axes=(0,)), gamma, beta)),
+    Mistake("forgot_eps",
+            "eps is missing: you divide by sqrt(var). It shows in the channel whose variance is "
+            "tiny (~1e-4), and it would divide by zero for a constant channel.",
+            "Divide by `np.sqrt(var + eps)`.",
+            lambda x, gamma, beta, eps=1e-5: _affine(_norm(x, eps, mode="sqrt_var"), gamma, beta)),
+    Mistake("eps_outside_sqrt",
+            "eps is added outside the square root: you divide by sqrt(var) + eps.",
+            "Add eps to the variance, then take the root: `np.sqrt(var + eps)`.",
+            lambda x, gamma, beta, eps=1e-5: _affine(
+                _norm(x, eps, mode="sqrt_var_plus_eps"), gamma, beta)),
+    Mistake("hardcoded_eps",
+            "The `eps` argument is ignored: your function uses eps = 1e-5 whatever it is given "
+            "(the cases with eps=0.001 are wrong).",
+            "Use the `eps` parameter, not a constant.",
+            lambda x, gamma, beta, eps=1e-5: _affine(_norm(x, 1e-5), gamma, beta)),
+    Mistake("divided_by_variance",
+            "You divide by the variance, not by the standard deviation.",
+            "Divide by the square root: `np.sqrt(var + eps)`.",
+            lambda x, gamma, beta, eps=1e-5: _affine(_norm(x, eps, mode="var_eps"), gamma, beta)),
+    Mistake("unbiased_variance",
+            "The normalization uses the unbiased variance (divided by m - 1). BN normalizes "
+            "with the biased one (divided by m); only the running variance is unbiased.",
+            "Use `x.var(axis=..., keepdims=True)` (ddof=0, numpy's default), or "
+            "`((x - mu) ** 2).mean(...)`.",
+            lambda x, gamma, beta, eps=1e-5: _affine(_norm(x, eps, ddof=1), gamma, beta)),
+    Mistake("not_centered",
+            "The mean is not subtracted: you divide x itself by the standard deviation.",
+            "x_hat = (x - mu) / np.sqrt(var + eps).",
+            lambda x, gamma, beta, eps=1e-5: _affine(_norm(x, eps, center=False), gamma, beta)),
+    Mistake("gamma_beta_swapped",
+            "gamma and beta are swapped: you compute beta * x_hat + gamma.",
+            "out = gamma * x_hat + beta: gamma scales, beta shifts.",
+            lambda x, gamma, beta, eps=1e-5: _affine(_norm(x, eps), beta, gamma)),
+    Mistake("no_affine",
+            "gamma and beta are not applied: you return x_hat.",
+            "Finish with out = gamma * x_hat + beta.",
+            lambda x, gamma, beta, eps=1e-5: _norm(x, eps)),
+    Mistake("no_gamma",
+            "gamma is not applied: you return x_hat + beta.",
+            "out = gamma * x_hat + beta.",
+            lambda x, gamma, beta, eps=1e-5: _norm(x, eps) + _ch(beta, x.ndim)),
+    Mistake("no_beta",
+            "beta is not applied: you return gamma * x_hat.",
+            "out = gamma * x_hat + beta.",
+            lambda x, gamma, beta, eps=1e-5: _ch(gamma, x.ndim) * _norm(x, eps)),
+)
+
+_FORWARD_HINTS = (
+    Hint("2d", "your function is right for (N, C) inputs but not for (N, C, L) ones. For "
+               "(N, C, L) inputs take each channel's statistics over axes 0 and 2 (every axis "
+               "but 1), and reshape gamma and beta to (1, C, 1)."),
+)
+
+
+def _forward_cases() -> list[Case]:
+    rng = np.random.default_rng(SEED)
+    cases = []
+    for shape, eps in [((16, 5), 1e-5), ((7, 3), 1e-3), ((40, 4), 1e-5),
+                       ((6, 4, 9), 1e-5), ((3, 5, 7), 1e-3), ((10, 3, 4), 1e-5)]:
+        x, gamma, beta = _bn_inputs(rng, shape)
+        cases.append(Case(_label(shape, eps=eps), (x, gamma, beta), {"eps": eps},
+                          tags=frozenset({"2d"}) if len(shape) == 2 else frozenset(),
+                          channel_notes={shape[1] // 2: _TINY}))
+    return cases
+
+
+def _first_if_tuple(raw: Any) -> Any:
+    return raw[0] if isinstance(raw, tuple) and raw else raw
+
+
+def check_forward(fn: Callable[..., Any]) -> None:
+    """Check a training-mode batch-norm forward pass against the reference.
+
+    ``fn(x, gamma, beta, eps=1e-5)`` must return ``out`` (or ``(out, cache)``: a tuple's first
+    element is taken as ``out``) for ``x`` of shape (N, C) or (N, C, L): per-channel batch
+    statistics over axis 0 and every spatial axis, biased variance, ``eps`` inside the square
+    root, then ``gamma * x_hat + beta``. Six cases, float64, eps of 1e-5 and 1e-3.
+
+    Raises:
+        ExerciseError: with a diagnosis when ``fn`` is wrong.
+    """
+    check_function(
+        fn, _forward_reference, _forward_cases(), _FORWARD_MISTAKES, _FORWARD_HINTS,
+        name="check_forward", outputs=("out",), unpack=_first_if_tuple,
+        advice="go through the steps one at a time: mu and var per channel over axis 0 (and "
+               "2 for (N, C, L)), biased var, x_hat = (x - mu) / sqrt(var + eps), "
+               "out = gamma * x_hat + beta. Print x_hat.mean and x_hat.var per channel: "
+               "they should be ~0 and ~1.",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# check_backward, check_backward_compact
+# --------------------------------------------------------------------------------------------
+
+
+def _backward_reference(dout, cache):
+    return batchnorm_backward(dout, cache)
+
+
+def _dx(dout, cache, *, mean_term=1.0, var_term=1.0, m=None, axes=None, gamma=True, eps=True):
+    """Closed-form dx with each ingredient adjustable, to build the mistakes from."""
+    axes = cache["axes"] if axes is None else axes
+    m = cache["m"] if m is None else m
+    mean_term = m if mean_term == "m" else mean_term
+    var_term = m if var_term == "m" else var_term
+    if eps:
+        inv_std, x_hat = cache["inv_std"], cache["x_hat"]
+    else:
+        inv_std = 1.0 / np.sqrt(cache["var"])
+        x_hat = cache["xmu"] * inv_std
+    sum_dout = dout.sum(axis=axes, keepdims=True)
+    sum_dout_xhat = (dout * x_hat).sum(axis=axes, keepdims=True)
+    scale = cache["gamma"] * inv_std if gamma else inv_std
+    return scale * (dout - mean_term * sum_dout / m - var_term * x_hat * sum_dout_xhat / m)
+
+
+def _params(dout, cache, axes=None, keepdims=False, x_hat=None):
+    axes = cache["axes"] if axes is None else axes
+    x_hat = cache["x_hat"] if x_hat is None else x_hat
+    return (dout * x_hat).sum(axis=axes, keepdims=keepdims), dout.sum(axis=axes, keepdims=keepdims)
+
+
+def _with_dx(**kw):
+    return lambda dout, cache: (_dx(dout, cache, **kw), *_params(dout, cache))
+
+
+def _with_ref_dx(f):
+    return lambda dout, cache: (f(batchnorm_backward(dout, cache)[0], cache),
+                                *_params(dout, cache))
+
+
+def _with_params(f):
+    return lambda dout, cache: (batchnorm_backward(dout, cache)[0], *f(dout, cache))
+
+
+_CLOSED_FORM = ("dx = gamma / std * (dout - mean(dout) - x_hat * mean(dout * x_hat)), means "
+                "per channel over the reduced axes")
+
+_BACKWARD_MISTAKES = (
+    Mistake("dx_times_m",
+            "`dx` is m times too large (m = the values per channel: N for (N, C) inputs, "
+            "N * L for (N, C, L) ones): a 1/m is missing overall.",
+            f"{_CLOSED_FORM}; or, with sums, gamma / (m * std) * (m * dout - sum(dout) - "
+            "x_hat * sum(dout * x_hat)).",
+            _with_ref_dx(lambda dx, cache: dx * cache["m"])),
+    Mistake("dx_over_m",
+            "`dx` is m times too small (m = the values per channel): an extra 1/m, often a "
+            "mean where the formula has the upstream gradient itself.",
+            _CLOSED_FORM + ".",
+            _with_ref_dx(lambda dx, cache: dx / cache["m"])),
+    Mistake("dx_sign",
+            "`dx` has the wrong sign everywhere.",
+            "Check the signs: d(x - mu)/dx = +1, d(x - mu)/dmu = -1, d(1/s)/ds = -1/s**2.",
+            _with_ref_dx(lambda dx, cache: -dx)),
+    Mistake("dx_no_mean_term",
+            "`dx` is missing the path through the mean: mu = mean(x) depends on x, so every "
+            "x[i] also moves mu.",
+            "Add the mean term: dmu = -sum(dxmu) per channel, then dx = dxmu + dmu / m "
+            "(closed form: subtract mean(dout)).",
+            _with_dx(mean_term=0.0)),
+    Mistake("dx_no_var_term",
+            "`dx` is missing the path through the variance: var = mean((x - mu)**2) depends "
+            "on x, so every x[i] also moves std.",
+            "Back-propagate through inv_std, std and var to dsq = dvar / m, and add "
+            "2 * xmu * dsq to dxmu (closed form: subtract x_hat * mean(dout * x_hat)).",
+            _with_dx(var_term=0.0)),
+    Mistake("mean_term_not_over_m",
+            "In `dx` the mean term misses its 1/m: the derivative of mu = mean(x) with "
+            "respect to each x[i] is 1/m.",
+            "dx = dxmu + dmu / m (closed form: subtract mean(dout), not sum(dout)).",
+            _with_dx(mean_term="m")),
+    Mistake("mean_term_sign",
+            "In `dx` the mean term has the wrong sign: xmu = x - mu, so dmu = -sum(dxmu).",
+            "dmu = -dxmu.sum(axis=axes, keepdims=True).",
+            _with_dx(mean_term=-1.0)),
+    Mistake("var_term_not_over_m",
+            "In `dx` the variance term misses its 1/m: var = mean(sq), so dsq = dvar / m.",
+            "dsq = dvar / m, broadcast to the input's shape (closed form: x_hat * "
+            "mean(dout * x_hat), a mean, not a sum).",
+            _with_dx(var_term="m")),
+    Mistake("var_term_sign",
+            "In `dx` the variance term has the wrong sign: d(1/std)/dstd = -1/std**2.",
+            "dstd = -dinv_std / std**2.",
+            _with_dx(var_term=-1.0)),
+    Mistake("var_term_twice",
+            "In `dx` the variance term is twice too large: the 1/2 of d sqrt(v)/dv = "
+            "1 / (2 sqrt(v)) is missing.",
+            "dvar = 0.5 * dstd / std.",
+            _with_dx(var_term=2.0)),
+    Mistake("var_term_half",
+            "In `dx` the variance term is half what it should be: the 2 of d(xmu**2)/dxmu = "
+            "2 * xmu is missing.",
+            "dxmu += 2 * xmu * dsq.",
+            _with_dx(var_term=0.5)),
+    Mistake("dx_no_gamma",
+            "`dx` is missing the factor gamma: out = gamma * x_hat + beta, so "
+            "dx_hat = gamma * dout.",
+            "Start from dx_hat = dout * gamma (the cache holds gamma with shape (1, C, ...)).",
+            _with_dx(gamma=False)),
+    Mistake("dx_no_eps",
+            "`dx` uses std = sqrt(var) without eps; it shows in the channel whose variance is "
+            "tiny (~1e-4).",
+            "Use the forward's std = sqrt(var + eps), e.g. `cache['std']` or "
+            "`cache['inv_std']`, instead of recomputing it.",
+            _with_dx(eps=False)),
+    Mistake("m_is_n",
+            "For (N, C, L) inputs `dx` divides by N instead of m = N * L, the number of "
+            "values per channel; (N, C) inputs are right.",
+            "Use m = x.size // C (or `cache['m']`), and sum over axes (0, 2).",
+            lambda dout, cache: (_dx(dout, cache, m=dout.shape[0]), *_params(dout, cache))),
+    Mistake("axis0_only",
+            "For (N, C, L) inputs the sums run over axis 0 only (forgetting the spatial axis "
+            "2), giving one value per (channel, position); (N, C) inputs are right.",
+            "Sum over every axis except 1: `axis=(0, *range(2, dout.ndim))` (or "
+            "`cache['axes']`), and use m = N * L.",
+            lambda dout, cache: (_dx(dout, cache, axes=(0,), m=dout.shape[0]),
+                                 *_params(dout, cache, axes=(0,)))),
+    Mistake("dgamma_dbeta_swapped",
+            "`dgamma` and `dbeta` are swapped.",
+            "dbeta = sum(dout), dgamma = sum(dout * x_hat), per channel.",
+            _with_params(lambda dout, cache: _params(dout, cache)[::-1])),
+    Mistake("params_not_summed",
+            "The parameter gradient is not summed over the batch: it has the input's shape. "
+            "gamma and beta are shared by every example, so their gradients add up.",
+            "Sum per channel over every axis except 1: `.sum(axis=(0, *range(2, dout.ndim)))`, "
+            "shape (C,).",
+            _with_params(lambda dout, cache: (dout * cache["x_hat"], dout))),
+    Mistake("params_wrong_axis",
+            "The parameter gradient is summed over the channel axis 1 instead of over the "
+            "batch, giving one value per example.",
+            "Sum over every axis except 1: `.sum(axis=(0, *range(2, dout.ndim)))`, shape (C,).",
+            _with_params(lambda dout, cache: _params(dout, cache, axes=1))),
+    Mistake("params_keepdims",
+            "The parameter gradient keeps the reduced axes: shape (1, C) or (1, C, 1) "
+            "instead of (C,).",
+            "Reshape to (C,): `.reshape(-1)`, or sum with keepdims=False.",
+            _with_params(lambda dout, cache: _params(dout, cache, keepdims=True))),
+    Mistake("dgamma_uses_xmu",
+            "`dgamma` uses x - mu instead of x_hat: out = gamma * x_hat + beta, so "
+            "dgamma = sum(dout * x_hat).",
+            "dgamma = (dout * x_hat).sum(axis=axes).",
+            _with_params(lambda dout, cache: _params(dout, cache, x_hat=cache["xmu"]))),
+)
+
+_BACKWARD_HINTS = (
+    Hint("ones", "your function is right when dout is all ones, but not for a random dout. "
+                 "All-ones hides bugs: then the loss is sum(out) = gamma * sum(x_hat) + "
+                 "m * beta per channel, and x_hat sums to zero whatever x is, so the loss does "
+                 "not depend on x and the true dx is exactly 0 (in general dx sums to zero "
+                 "per channel). Terms that vanish for dout = 1 -- dout - mean(dout), "
+                 "sum(dout * x_hat) -- hide any factor or sign error in them. Always test "
+                 "with a random dout."),
+    Hint("2d", "your function is right for (N, C) inputs but not for (N, C, L) ones: sum "
+               "over axes 0 and 2 (every axis but 1), and m = N * L values per channel."),
+)
+
+
+def _backward_cases(forward, name: str) -> list[Case]:
+    rng = np.random.default_rng(SEED + 1)
+    cases = []
+    for shape, eps, ones in [((16, 5), 1e-5, False), ((7, 3), 1e-3, False),
+                             ((6, 4, 9), 1e-5, False), ((3, 5, 7), 1e-5, False),
+                             ((8, 3), 1e-5, True), ((4, 3, 5), 1e-5, True)]:
+        x, gamma, beta = _bn_inputs(rng, shape)
+        if ones:
+            dout = np.ones(shape)
+        else:  # per-channel offsets: a dout with non-zero mean, as a real loss gives
+            dout = _ch(rng.uniform(-1, 1, shape[1]), len(shape)) + 1.5 * rng.standard_normal(shape)
+        _, ref_cache = batchnorm_forward(x, gamma, beta, training=True, eps=eps)
+        label = _label(shape, eps=eps)[:-1] + (", dout = all ones\"" if ones else "\"")
+        cache = ref_cache
+        if forward is not None:
+            cache = _learner_cache(forward, Case(label, (x, gamma, beta), {"eps": eps}), name)
+        tags = {"2d"} if len(shape) == 2 else set()
+        cases.append(Case(label, (dout, cache), reference_args=(dout, ref_cache),
+                          tags=frozenset(tags | ({"ones"} if ones else set())),
+                          channel_notes={shape[1] // 2: _TINY}))
+    return cases
+
+
+def _learner_cache(forward, case: Case, name: str) -> Any:
+    fname = _fn_name(forward)
+    try:
+        raw, _ = _call(forward, case, ["x", "gamma", "beta"], name, fname)
+    except _Stop as stop:
+        raise ExerciseError(f"{name}: your forward {stop}") from stop.__cause__
+    if not (isinstance(raw, tuple) and len(raw) == 2):
+        raise ExerciseError(f"{name}: your forward `{fname}` must return (out, cache) for the "
+                            f"backward pass to use.")
+    return raw[1]
+
+
+def _check_backward(fn, forward, name: str) -> None:
+    check_function(
+        fn, _backward_reference, _backward_cases(forward, name), _BACKWARD_MISTAKES,
+        _BACKWARD_HINTS, name=name, outputs=("dx", "dgamma", "dbeta"),
+        advice="check each node's local derivative against a numerical gradient "
+               "(bncourse.gradcheck.numerical_gradient) with a random dout; dx of a correct "
+               "backward sums to ~0 per channel. " + _CLOSED_FORM + ".",
+    )
+
+
+def check_backward(fn: Callable[..., Any], forward: Callable[..., Any] | None = None) -> None:
+    """Check a training-mode batch-norm backward pass (the staged exercise) against the reference.
+
+    ``fn(dout, cache)`` must return ``(dx, dgamma, dbeta)`` with the shapes of ``x``, (C,) and
+    (C,). Six cases, (N, C) and (N, C, L), four random upstream gradients and two all-ones ones.
+
+    Args:
+        fn: the learner's backward.
+        forward: makes the cache, called as ``forward(x, gamma, beta, eps=eps)`` and returning
+            ``(out, cache)`` (e.g. the learner's own forward). Default: the reference
+            :func:`bncourse.functional.batchnorm_forward` with ``training=True``, whose cache
+            keys it documents.
+
+    Raises:
+        ExerciseError: with a diagnosis when ``fn`` is wrong.
+    """
+    _check_backward(fn, forward, "check_backward")
+
+
+def check_backward_compact(fn: Callable[..., Any],
+                           forward: Callable[..., Any] | None = None) -> None:
+    """Check the closed-form backward pass: the same contract and cases as :func:`check_backward`.
+
+    Raises:
+        ExerciseError: with a diagnosis when ``fn`` is wrong.
+    """
+    _check_backward(fn, forward, "check_backward_compact")
+
+
+# --------------------------------------------------------------------------------------------
+# check_running_update
+# --------------------------------------------------------------------------------------------
+
+
+def _running_reference(running_mean, running_var, batch_mean, batch_var_biased, m, momentum):
+    new_mean = (1 - momentum) * running_mean + momentum * batch_mean
+    new_var = (1 - momentum) * running_var + momentum * batch_var_biased * m / (m - 1)
+    return new_mean, new_var
+
+
+def _blend(old_weight, correction):
+    """A running update weighting the old value by ``old_weight(momentum)``."""
+    def update(running_mean, running_var, batch_mean, batch_var_biased, m, momentum):
+        w = old_weight(momentum)
+        return (w * running_mean + (1 - w) * batch_mean,
+                w * running_var + (1 - w) * batch_var_biased * correction(m))
+    return update
+
+
+_UNBIASED = "the unbiased batch variance batch_var_biased * m / (m - 1)"
+_PYTORCH_RULE = ("new = (1 - momentum) * old + momentum * batch, with " + _UNBIASED
+                 + " for the variance")
+
+_RUNNING_MISTAKES = (
+    Mistake("not_updated",
+            "The running statistics are not updated: you return the old values.",
+            _PYTORCH_RULE + ".",
+            lambda rm, rv, bm, bv, m, momentum: (rm, rv)),
+    Mistake("momentum_reversed",
+            "The momentum convention is reversed: you weight the old value by momentum, as "
+            "CS231n and Keras do. In PyTorch momentum is the weight of the new batch.",
+            _PYTORCH_RULE + ".",
+            _blend(lambda mom: mom, lambda m: m / (m - 1))),
+    Mistake("cs231n_convention",
+            "This is the CS231n convention: momentum weights the old value, and the biased "
+            "batch variance is stored. PyTorch does neither.",
+            _PYTORCH_RULE + ".",
+            _blend(lambda mom: mom, lambda m: 1.0)),
+    Mistake("biased_variance",
+            "The biased batch variance is stored. PyTorch stores the unbiased one in "
+            "running_var (it estimates the population variance).",
+            "Blend in " + _UNBIASED + ".",
+            _blend(lambda mom: 1 - mom, lambda m: 1.0)),
+    Mistake("correction_inverted",
+            "The variance correction is upside down: (m - 1) / m instead of m / (m - 1).",
+            "Blend in " + _UNBIASED + ".",
+            _blend(lambda mom: 1 - mom, lambda m: (m - 1) / m)),
+    Mistake("assigned_batch",
+            "The batch statistics are assigned instead of blended in: the running averages "
+            "forget every earlier batch.",
+            _PYTORCH_RULE + ".",
+            _blend(lambda mom: 0.0, lambda m: m / (m - 1))),
+    Mistake("assigned_batch_biased",
+            "The batch statistics are assigned instead of blended in, and the variance is the "
+            "biased one.",
+            _PYTORCH_RULE + ".",
+            _blend(lambda mom: 0.0, lambda m: 1.0)),
+    Mistake("outputs_swapped",
+            "The two results are returned in the wrong order.",
+            "return new_mean, new_var.",
+            lambda rm, rv, bm, bv, m, momentum: _running_reference(rm, rv, bm, bv, m,
+                                                                   momentum)[::-1]),
+)
+
+
+def _running_cases() -> list[Case]:
+    rng = np.random.default_rng(SEED + 2)
+    cases = []
+    for c, m, momentum in [(5, 16, 0.1), (3, 2, 0.3), (4, 50, 0.05), (6, 7, 0.9)]:
+        args = (rng.uniform(-1, 1, c), rng.uniform(0.5, 2.0, c), rng.uniform(-3, 3, c),
+                rng.uniform(0.1, 5.0, c), m, momentum)
+        cases.append(Case(f"\"C={c}, m={m}, momentum={momentum}\"", args))
+    return cases
+
+
+def check_running_update(fn: Callable[..., Any]) -> None:
+    """Check a running-statistics update against PyTorch's rule.
+
+    ``fn(running_mean, running_var, batch_mean, batch_var_biased, m, momentum)`` must return
+    ``(new_mean, new_var)``, each (C,)::
+
+        new_mean = (1 - momentum) * running_mean + momentum * batch_mean
+        new_var  = (1 - momentum) * running_var  + momentum * batch_var_biased * m / (m - 1)
+
+    Updating ``running_mean`` and ``running_var`` in place as well is allowed (PyTorch does so
+    with its buffers), but the pair must be returned: a function returning ``None`` fails with
+    "return new_mean, new_var". Four cases with m from 2 to 50 and momentum from 0.05 to 0.9.
+
+    Raises:
+        ExerciseError: with a diagnosis when ``fn`` is wrong.
+    """
+    check_function(
+        fn, _running_reference, _running_cases(), _RUNNING_MISTAKES,
+        name="check_running_update", outputs=("new_mean", "new_var"),
+        mutable=("running_mean", "running_var"),
+        advice=_PYTORCH_RULE + ".",
+    )

@@ -1,0 +1,588 @@
+"""The exercise checkers: the reference passes, and each known mistake is named with its fix.
+
+The buggy learner functions here are written the way a learner would write them, independently
+of the catalogue in ``bncourse.checks``, so a test fails if a catalogue entry drifts from the
+mistake it claims to describe.
+"""
+
+import numpy as np
+import pytest
+
+from bncourse import checks
+from bncourse.checks import (
+    Case,
+    ExerciseError,
+    Mistake,
+    check_backward,
+    check_backward_compact,
+    check_forward,
+    check_function,
+    check_running_update,
+)
+from bncourse.functional import batchnorm_backward, batchnorm_backward_compact, batchnorm_forward
+
+# ---------------------------------------------------------------------------------------------
+# Learner-style building blocks
+# ---------------------------------------------------------------------------------------------
+
+
+def _axes(x):
+    return (0, *range(2, x.ndim))
+
+
+def _c(v, x):
+    return v.reshape(1, -1, *[1] * (x.ndim - 2))
+
+
+def _forward(x, gamma, beta, eps=1e-5):
+    """A correct learner forward."""
+    mu = x.mean(axis=_axes(x), keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=_axes(x), keepdims=True)
+    return _c(gamma, x) * (x - mu) / np.sqrt(var + eps) + _c(beta, x)
+
+
+def _stats(x):
+    mu = x.mean(axis=_axes(x), keepdims=True)
+    return mu, x.var(axis=_axes(x), keepdims=True)
+
+
+def _diagnosis(checker, fn, *args):
+    with pytest.raises(ExerciseError) as info:
+        checker(fn, *args)
+    return info.value
+
+
+# ---------------------------------------------------------------------------------------------
+# The references pass
+# ---------------------------------------------------------------------------------------------
+
+
+def test_reference_forward_passes_with_one_deterministic_line(capsys):
+    check_forward(lambda x, gamma, beta, eps=1e-5:
+                  batchnorm_forward(x, gamma, beta, training=True, eps=eps)[0])
+    assert capsys.readouterr().out == "check_forward: all 6 cases match the reference.\n"
+
+
+def test_forward_returning_out_and_cache_is_accepted(capsys):
+    check_forward(lambda x, gamma, beta, eps=1e-5:
+                  batchnorm_forward(x, gamma, beta, training=True, eps=eps))
+    assert "all 6 cases match" in capsys.readouterr().out
+
+
+def test_learner_style_forward_passes(capsys):
+    check_forward(_forward)
+    assert "all 6 cases match" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("checker", [check_backward, check_backward_compact])
+@pytest.mark.parametrize("backward", [batchnorm_backward, batchnorm_backward_compact])
+def test_reference_backwards_pass_both_backward_checkers(checker, backward, capsys):
+    checker(backward)
+    assert capsys.readouterr().out == f"{checker.__name__}: all 6 cases match the reference.\n"
+
+
+def test_reference_running_update_passes(capsys):
+    def update(running_mean, running_var, batch_mean, batch_var_biased, m, momentum):
+        return ((1 - momentum) * running_mean + momentum * batch_mean,
+                (1 - momentum) * running_var + momentum * batch_var_biased * m / (m - 1))
+
+    check_running_update(update)
+    assert capsys.readouterr().out == "check_running_update: all 4 cases match the reference.\n"
+
+
+def test_running_update_in_place_that_also_returns_the_pair_passes(capsys):
+    def update(running_mean, running_var, batch_mean, batch_var_biased, m, momentum):
+        running_mean *= 1 - momentum
+        running_mean += momentum * batch_mean
+        running_var *= 1 - momentum
+        running_var += momentum * batch_var_biased * m / (m - 1)
+        return running_mean, running_var
+
+    check_running_update(update)
+    assert "all 4 cases match" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward mistakes
+# ---------------------------------------------------------------------------------------------
+
+
+def _fwd_per_example(x, gamma, beta, eps=1e-5):
+    mu, var = x.mean(axis=1, keepdims=True), x.var(axis=1, keepdims=True)
+    return _c(gamma, x) * (x - mu) / np.sqrt(var + eps) + _c(beta, x)
+
+
+def _fwd_axis0_only(x, gamma, beta, eps=1e-5):
+    mu, var = x.mean(axis=0, keepdims=True), x.var(axis=0, keepdims=True)
+    return _c(gamma, x) * (x - mu) / np.sqrt(var + eps) + _c(beta, x)
+
+
+def _fwd_global(x, gamma, beta, eps=1e-5):
+    return _c(gamma, x) * (x - x.mean()) / np.sqrt(x.var() + eps) + _c(beta, x)
+
+
+def _fwd_no_eps(x, gamma, beta, eps=1e-5):
+    mu, var = _stats(x)
+    return _c(gamma, x) * (x - mu) / np.sqrt(var) + _c(beta, x)
+
+
+def _fwd_eps_outside(x, gamma, beta, eps=1e-5):
+    mu, var = _stats(x)
+    return _c(gamma, x) * (x - mu) / (np.sqrt(var) + eps) + _c(beta, x)
+
+
+def _fwd_hardcoded_eps(x, gamma, beta, eps=1e-5):
+    mu, var = _stats(x)
+    return _c(gamma, x) * (x - mu) / np.sqrt(var + 1e-5) + _c(beta, x)
+
+
+def _fwd_by_variance(x, gamma, beta, eps=1e-5):
+    mu, var = _stats(x)
+    return _c(gamma, x) * (x - mu) / (var + eps) + _c(beta, x)
+
+
+def _fwd_unbiased(x, gamma, beta, eps=1e-5):
+    mu = x.mean(axis=_axes(x), keepdims=True)
+    var = x.var(axis=_axes(x), keepdims=True, ddof=1)
+    return _c(gamma, x) * (x - mu) / np.sqrt(var + eps) + _c(beta, x)
+
+
+def _fwd_not_centered(x, gamma, beta, eps=1e-5):
+    _, var = _stats(x)
+    return _c(gamma, x) * x / np.sqrt(var + eps) + _c(beta, x)
+
+
+def _fwd_swapped(x, gamma, beta, eps=1e-5):
+    return _forward(x, beta, gamma, eps)
+
+
+def _fwd_no_affine(x, gamma, beta, eps=1e-5):
+    mu, var = _stats(x)
+    return (x - mu) / np.sqrt(var + eps)
+
+
+def _fwd_no_gamma(x, gamma, beta, eps=1e-5):
+    return _fwd_no_affine(x, gamma, beta, eps) + _c(beta, x)
+
+
+def _fwd_no_beta(x, gamma, beta, eps=1e-5):
+    return _c(gamma, x) * _fwd_no_affine(x, gamma, beta, eps)
+
+
+_FORWARD_BUGS = [
+    (_fwd_per_example, "per_example", "per example"),
+    (_fwd_axis0_only, "axis0_only", "over axis 0 only"),
+    (_fwd_global, "global_stats", "whole array"),
+    (_fwd_no_eps, "forgot_eps", "eps is missing"),
+    (_fwd_eps_outside, "eps_outside_sqrt", "outside the square root"),
+    (_fwd_hardcoded_eps, "hardcoded_eps", "`eps` argument is ignored"),
+    (_fwd_by_variance, "divided_by_variance", "divide by the variance"),
+    (_fwd_unbiased, "unbiased_variance", "unbiased variance"),
+    (_fwd_not_centered, "not_centered", "mean is not subtracted"),
+    (_fwd_swapped, "gamma_beta_swapped", "gamma and beta are swapped"),
+    (_fwd_no_affine, "no_affine", "gamma and beta are not applied"),
+    (_fwd_no_gamma, "no_gamma", "gamma is not applied"),
+    (_fwd_no_beta, "no_beta", "beta is not applied"),
+]
+
+
+@pytest.mark.parametrize("fn, key, phrase", _FORWARD_BUGS, ids=[k for _, k, _ in _FORWARD_BUGS])
+def test_forward_mistake_is_named(fn, key, phrase):
+    err = _diagnosis(check_forward, fn)
+    assert err.mistakes == (key,)
+    assert phrase in str(err)
+    assert "Fix:" in str(err)
+
+
+def test_forward_stats_over_axis0_only_gets_the_spatial_axes_note():
+    assert "right for (N, C) inputs but not for (N, C, L)" in str(
+        _diagnosis(check_forward, _fwd_axis0_only))
+
+
+def test_forward_wrong_output_shape_is_reported_with_both_shapes():
+    msg = str(_diagnosis(check_forward, lambda x, gamma, beta, eps=1e-5: _forward(x, gamma,
+                                                                                 beta, eps).T))
+    assert "`out` has shape (5, 16)" in msg and "expected (16, 5)" in msg
+
+
+def test_forward_nan_output_is_reported_with_its_cause():
+    def forward(x, gamma, beta, eps=1e-5):
+        mu, var = _stats(x)
+        return _c(gamma, x) * (x - mu) / np.sqrt(var - 2 * var) + _c(beta, x)
+
+    msg = str(_diagnosis(check_forward, forward))
+    assert "contains NaN" in msg and "square root of a negative number" in msg
+
+
+def test_not_implemented_says_not_implemented_yet():
+    def forward(x, gamma, beta, eps=1e-5):
+        raise NotImplementedError
+
+    assert "not implemented yet" in str(_diagnosis(check_forward, forward))
+
+
+def test_exception_is_reported_with_type_message_and_case():
+    def forward(x, gamma, beta, eps=1e-5):
+        raise RuntimeError("boom")
+
+    msg = str(_diagnosis(check_forward, forward))
+    assert "raised RuntimeError: boom" in msg and "x of shape (N, C) = (16, 5)" in msg
+
+
+def test_broadcast_error_from_unreshaped_gamma_gets_the_reshape_hint():
+    def forward(x, gamma, beta, eps=1e-5):  # right for 2-D, breaks on (N, C, L)
+        mu, var = _stats(x)
+        return gamma * (x - mu) / np.sqrt(var + eps) + beta
+
+    assert "gamma.reshape(1, -1" in str(_diagnosis(check_forward, forward))
+
+
+def test_wrong_signature_shows_how_the_checker_calls_it():
+    msg = str(_diagnosis(check_forward, lambda x, gamma, beta: x))
+    assert "The checker calls `<lambda>(x, gamma, beta, eps=...)`" in msg
+
+
+def test_returning_none_asks_for_the_return():
+    assert "Did you forget `return out`?" in str(
+        _diagnosis(check_forward, lambda x, gamma, beta, eps=1e-5: None))
+
+
+def test_changing_x_in_place_is_reported_even_with_right_values():
+    def forward(x, gamma, beta, eps=1e-5):
+        x -= x.mean(axis=_axes(x), keepdims=True)
+        return _forward(x, gamma, beta, eps)
+
+    msg = str(_diagnosis(check_forward, forward))
+    assert "returns the right values" in msg and "changed its input `x` in place" in msg
+
+
+def test_unknown_forward_bug_gets_generic_message_with_max_error_and_location():
+    def forward(x, gamma, beta, eps=1e-5):
+        return _forward(x, gamma, beta, eps) * 1.1
+
+    err = _diagnosis(check_forward, forward)
+    msg = str(err)
+    assert err.mistakes == ()
+    assert "not by a mistake this checker knows" in msg
+    assert "Largest error" in msg and "at `out[" in msg and "(channel " in msg
+    assert "Hint:" in msg
+
+
+def test_error_confined_to_the_tiny_variance_channel_is_pointed_out():
+    def forward(x, gamma, beta, eps=1e-5):
+        out = _forward(x, gamma, beta, eps)
+        out[:, x.shape[1] // 2] += 0.01
+        return out
+
+    assert "Only the channel with a tiny variance" in str(_diagnosis(check_forward, forward))
+
+
+def test_float32_computation_is_pointed_out():
+    def forward(x, gamma, beta, eps=1e-5):
+        return _forward(x.astype(np.float32), gamma.astype(np.float32),
+                        beta.astype(np.float32), np.float32(eps))
+
+    assert "float32: compute in float64" in str(_diagnosis(check_forward, forward))
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward mistakes (closed form, as learners write them)
+# ---------------------------------------------------------------------------------------------
+
+
+def _bwd(dout, cache, *, a=1.0, b=1.0, scale=None, m=None, axes=None, x_hat=None):
+    """dx = scale * (dout - a * sum(dout) / m - b * x_hat * sum(dout * x_hat) / m)."""
+    axes = _axes(dout) if axes is None else axes
+    m = cache["m"] if m is None else m
+    x_hat = cache["x_hat"] if x_hat is None else x_hat
+    scale = cache["gamma"] / cache["std"] if scale is None else scale
+    dbeta = dout.sum(axis=axes, keepdims=True)
+    dgamma = (dout * x_hat).sum(axis=axes, keepdims=True)
+    dx = scale * (dout - a * dbeta / m - b * x_hat * dgamma / m)
+    return dx, dgamma.reshape(-1), dbeta.reshape(-1)
+
+
+def _params(dout, cache):
+    return (dout * cache["x_hat"]).sum(axis=_axes(dout)), dout.sum(axis=_axes(dout))
+
+
+def _bwd_dx_times_m(dout, cache):
+    dx, dgamma, dbeta = _bwd(dout, cache)
+    return dx * cache["m"], dgamma, dbeta
+
+
+def _bwd_dx_over_m(dout, cache):
+    dx, dgamma, dbeta = _bwd(dout, cache)
+    return dx / cache["m"], dgamma, dbeta
+
+
+def _bwd_sign(dout, cache):
+    dx, dgamma, dbeta = _bwd(dout, cache)
+    return -dx, dgamma, dbeta
+
+
+def _bwd_staged_no_mu_path(dout, cache):
+    """The staged graph, stopping at dxmu: the path through mu is forgotten."""
+    axes, m, xmu, std = cache["axes"], cache["m"], cache["xmu"], cache["std"]
+    dx_hat = dout * cache["gamma"]
+    dvar = 0.5 * (-(dx_hat * xmu).sum(axis=axes, keepdims=True) / std**2) / std
+    dx = dx_hat / std + 2 * xmu * dvar / m
+    return (dx, *_params(dout, cache))
+
+
+def _bwd_staged_var_not_over_m(dout, cache):
+    axes, m, xmu, std = cache["axes"], cache["m"], cache["xmu"], cache["std"]
+    dx_hat = dout * cache["gamma"]
+    dvar = 0.5 * (-(dx_hat * xmu).sum(axis=axes, keepdims=True) / std**2) / std
+    dxmu = dx_hat / std + 2 * xmu * dvar          # forgot dsq = dvar / m
+    dx = dxmu - dxmu.sum(axis=axes, keepdims=True) / m
+    return (dx, *_params(dout, cache))
+
+
+def _bwd_staged_no_half(dout, cache):
+    axes, m, xmu, std = cache["axes"], cache["m"], cache["xmu"], cache["std"]
+    dx_hat = dout * cache["gamma"]
+    dvar = (-(dx_hat * xmu).sum(axis=axes, keepdims=True) / std**2) / std   # forgot the 0.5
+    dxmu = dx_hat / std + 2 * xmu * dvar / m
+    dx = dxmu - dxmu.sum(axis=axes, keepdims=True) / m
+    return (dx, *_params(dout, cache))
+
+
+def _bwd_no_gamma(dout, cache):
+    return _bwd(dout, cache, scale=1 / cache["std"])
+
+
+def _bwd_no_eps(dout, cache):
+    std = np.sqrt(cache["var"])
+    return (_bwd(dout, cache, scale=cache["gamma"] / std, x_hat=cache["xmu"] / std)[0],
+            *_params(dout, cache))
+
+
+def _bwd_m_is_n(dout, cache):
+    return _bwd(dout, cache, m=dout.shape[0])
+
+
+def _bwd_axis0(dout, cache):
+    dx, _, _ = _bwd(dout, cache, axes=(0,), m=dout.shape[0])
+    return dx, (dout * cache["x_hat"]).sum(axis=0), dout.sum(axis=0)
+
+
+def _bwd_swapped(dout, cache):
+    dx, dgamma, dbeta = _bwd(dout, cache)
+    return dx, dbeta, dgamma
+
+
+def _bwd_not_summed(dout, cache):
+    return _bwd(dout, cache)[0], dout * cache["x_hat"], dout
+
+
+def _bwd_wrong_axis(dout, cache):
+    return _bwd(dout, cache)[0], (dout * cache["x_hat"]).sum(axis=1), dout.sum(axis=1)
+
+
+def _bwd_keepdims(dout, cache):
+    axes = _axes(dout)
+    return (_bwd(dout, cache)[0], (dout * cache["x_hat"]).sum(axis=axes, keepdims=True),
+            dout.sum(axis=axes, keepdims=True))
+
+
+def _bwd_dgamma_xmu(dout, cache):
+    return _bwd(dout, cache)[0], (dout * cache["xmu"]).sum(axis=_axes(dout)), _params(dout,
+                                                                                        cache)[1]
+
+
+_BACKWARD_BUGS = [
+    (_bwd_dx_times_m, "dx_times_m", "m times too large"),
+    (_bwd_dx_over_m, "dx_over_m", "m times too small"),
+    (_bwd_sign, "dx_sign", "wrong sign everywhere"),
+    (_bwd_staged_no_mu_path, "dx_no_mean_term", "missing the path through the mean"),
+    (lambda dout, cache: _bwd(dout, cache, a=0.0), "dx_no_mean_term", "through the mean"),
+    (lambda dout, cache: _bwd(dout, cache, b=0.0), "dx_no_var_term",
+     "missing the path through the variance"),
+    (lambda dout, cache: _bwd(dout, cache, a=cache["m"]), "mean_term_not_over_m",
+     "mean term misses its 1/m"),
+    (lambda dout, cache: _bwd(dout, cache, a=-1.0), "mean_term_sign", "mean term has the wrong"),
+    (_bwd_staged_var_not_over_m, "var_term_not_over_m", "variance term misses its 1/m"),
+    (lambda dout, cache: _bwd(dout, cache, b=-1.0), "var_term_sign",
+     "variance term has the wrong sign"),
+    (_bwd_staged_no_half, "var_term_twice", "twice too large"),
+    (lambda dout, cache: _bwd(dout, cache, b=0.5), "var_term_half", "half what it should be"),
+    (_bwd_no_gamma, "dx_no_gamma", "missing the factor gamma"),
+    (_bwd_no_eps, "dx_no_eps", "without eps"),
+    (_bwd_m_is_n, "m_is_n", "divides by N instead of m = N * L"),
+    (_bwd_axis0, "axis0_only", "over axis 0 only"),
+    (_bwd_swapped, "dgamma_dbeta_swapped", "`dgamma` and `dbeta` are swapped"),
+    (_bwd_not_summed, "params_not_summed", "not summed over the batch"),
+    (_bwd_wrong_axis, "params_wrong_axis", "summed over the channel axis 1"),
+    (_bwd_keepdims, "params_keepdims", "keeps the reduced axes"),
+    (_bwd_dgamma_xmu, "dgamma_uses_xmu", "uses x - mu instead of x_hat"),
+]
+
+
+@pytest.mark.parametrize("fn, key, phrase", _BACKWARD_BUGS, ids=[k for _, k, _ in _BACKWARD_BUGS])
+def test_backward_mistake_is_named(fn, key, phrase):
+    err = _diagnosis(check_backward, fn)
+    assert err.mistakes == (key,)
+    assert phrase in str(err)
+
+
+def test_compact_checker_names_mistakes_too():
+    err = _diagnosis(check_backward_compact, _bwd_no_gamma)
+    assert err.mistakes == ("dx_no_gamma",) and str(err).startswith("check_backward_compact:")
+
+
+def test_only_dbeta_not_summed_is_reported_for_dbeta_alone():
+    def backward(dout, cache):
+        dx, dgamma, _ = _bwd(dout, cache)
+        return dx, dgamma, dout
+
+    lines = str(_diagnosis(check_backward, backward)).splitlines()
+    assert [line[:9] for line in lines if line.startswith("- ")] == ["- `dbeta`"]
+    assert "The parameter gradient is not summed" in lines[1]
+
+
+def test_two_independent_mistakes_are_both_named():
+    def backward(dout, cache):
+        dx, dgamma, dbeta = _bwd(dout, cache)
+        return -dx, dbeta, dgamma
+
+    assert set(_diagnosis(check_backward, backward).mistakes) == {"dx_sign",
+                                                                   "dgamma_dbeta_swapped"}
+
+
+def test_backward_right_only_for_all_ones_dout_explains_why_ones_hide_bugs():
+    def backward(dout, cache):
+        return (np.zeros_like(dout), *_params(dout, cache))
+
+    msg = str(_diagnosis(check_backward, backward))
+    assert "right when dout is all ones, but not for a random dout" in msg
+    assert "true dx is exactly 0" in msg and "not by a mistake this checker knows" in msg
+
+
+def test_backward_wrong_only_for_3d_inputs_gets_spatial_axes_note():
+    def backward(dout, cache):
+        dx, dgamma, dbeta = _bwd(dout, cache)
+        return (dx if dout.ndim == 2 else dx * 1.5), dgamma, dbeta
+
+    assert "right for (N, C) inputs but not for (N, C, L)" in str(
+        _diagnosis(check_backward, backward))
+
+
+def test_backward_key_error_lists_the_cache_keys():
+    msg = str(_diagnosis(check_backward, lambda dout, cache: cache["x_norm"]))
+    assert "KeyError" in msg and "The keys of `cache` are: x, mu, xmu" in msg
+
+
+def test_backward_returning_two_values_asks_for_three():
+    msg = str(_diagnosis(check_backward, lambda dout, cache: _bwd(dout, cache)[:2]))
+    assert "returned 2 values" in msg and "`dx, dgamma, dbeta`" in msg
+
+
+def test_backward_with_learners_own_forward_and_cache_keys_passes(capsys):
+    def forward(x, gamma, beta, eps=1e-5):
+        mu, var = _stats(x)
+        x_norm = (x - mu) / np.sqrt(var + eps)
+        return _c(gamma, x) * x_norm + _c(beta, x), {"xn": x_norm, "g": _c(gamma, x),
+                                                     "s": np.sqrt(var + eps)}
+
+    def backward(dout, c):
+        axes, m = _axes(dout), dout.size // dout.shape[1]
+        dbeta = dout.sum(axis=axes, keepdims=True)
+        dgamma = (dout * c["xn"]).sum(axis=axes, keepdims=True)
+        dx = c["g"] / c["s"] * (dout - (dbeta + c["xn"] * dgamma) / m)
+        return dx, dgamma.reshape(-1), dbeta.reshape(-1)
+
+    check_backward(backward, forward=forward)
+    assert "all 6 cases match" in capsys.readouterr().out
+    assert _diagnosis(check_backward, lambda d, c: (-backward(d, c)[0], *backward(d, c)[1:]),
+                      forward).mistakes == ("dx_sign",)
+
+
+def test_backward_with_a_forward_returning_only_out_asks_for_the_cache():
+    msg = str(_diagnosis(check_backward, batchnorm_backward, _forward))
+    assert "must return (out, cache)" in msg
+
+
+# ---------------------------------------------------------------------------------------------
+# Running-update mistakes
+# ---------------------------------------------------------------------------------------------
+
+
+def _update(w_old, correction):
+    def update(running_mean, running_var, batch_mean, batch_var_biased, m, momentum):
+        w = w_old(momentum)
+        return (w * running_mean + (1 - w) * batch_mean,
+                w * running_var + (1 - w) * batch_var_biased * correction(m))
+    return update
+
+
+_RUNNING_BUGS = [
+    (lambda rm, rv, bm, bv, m, momentum: (rm.copy(), rv.copy()), "not_updated",
+     "return the old values"),
+    (_update(lambda mom: mom, lambda m: m / (m - 1)), "momentum_reversed",
+     "momentum convention is reversed"),
+    (_update(lambda mom: mom, lambda m: 1), "cs231n_convention", "CS231n convention"),
+    (_update(lambda mom: 1 - mom, lambda m: 1), "biased_variance", "biased batch variance"),
+    (_update(lambda mom: 1 - mom, lambda m: (m - 1) / m), "correction_inverted",
+     "(m - 1) / m instead of m / (m - 1)"),
+    (_update(lambda mom: 0, lambda m: m / (m - 1)), "assigned_batch",
+     "assigned instead of blended"),
+    (_update(lambda mom: 0, lambda m: 1), "assigned_batch_biased", "variance is the biased"),
+    (lambda *a: _update(lambda mom: 1 - mom, lambda m: m / (m - 1))(*a)[::-1],
+     "outputs_swapped", "wrong order"),
+]
+
+
+@pytest.mark.parametrize("fn, key, phrase", _RUNNING_BUGS, ids=[k for _, k, _ in _RUNNING_BUGS])
+def test_running_update_mistake_is_named(fn, key, phrase):
+    err = _diagnosis(check_running_update, fn)
+    assert err.mistakes == (key,)
+    assert phrase in str(err)
+
+
+def test_running_update_in_place_returning_none_asks_for_the_return():
+    def update(running_mean, running_var, batch_mean, batch_var_biased, m, momentum):
+        running_mean *= 1 - momentum
+        running_mean += momentum * batch_mean
+        running_var *= 1 - momentum
+        running_var += momentum * batch_var_biased * m / (m - 1)
+
+    msg = str(_diagnosis(check_running_update, update))
+    assert "returned None" in msg and "in place" in msg and "return new_mean, new_var" in msg
+
+
+# ---------------------------------------------------------------------------------------------
+# The machinery
+# ---------------------------------------------------------------------------------------------
+
+
+def test_exercise_error_is_an_assertion_error():
+    assert issubclass(ExerciseError, AssertionError)
+
+
+def test_checkers_are_deterministic():
+    first = str(_diagnosis(check_forward, lambda x, gamma, beta, eps=1e-5: x * 0.9))
+    assert str(_diagnosis(check_forward, lambda x, gamma, beta, eps=1e-5: x * 0.9)) == first
+
+
+@pytest.mark.parametrize("catalogue, checker", [
+    (checks._FORWARD_MISTAKES, check_forward),
+    (checks._BACKWARD_MISTAKES, check_backward),
+    (checks._RUNNING_MISTAKES, check_running_update),
+])
+def test_every_catalogued_mistake_is_told_apart_from_the_others(catalogue, checker):
+    for mistake in catalogue:
+        assert _diagnosis(checker, mistake.fn).mistakes == (mistake.key,), mistake.key
+
+
+def test_check_function_is_usable_for_a_new_exercise(capsys):
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    relu_cases = [Case("x of shape (4, 3)", (x,))]
+    abs_mistake = Mistake("abs", "You return |x|.", "Use np.maximum(x, 0).", np.abs)
+
+    check_function(lambda x: x * (x > 0), lambda x: np.maximum(x, 0), relu_cases,
+                   [abs_mistake], name="check_relu")
+    assert capsys.readouterr().out == "check_relu: all 1 cases match the reference.\n"
+    with pytest.raises(ExerciseError, match=r"You return \|x\|\. Fix: Use np.maximum"):
+        check_function(lambda x: np.sqrt(x**2), lambda x: np.maximum(x, 0), relu_cases,
+                       [abs_mistake], name="check_relu")

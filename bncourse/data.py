@@ -31,6 +31,8 @@ __all__ = ["MNIST1D", "load_mnist1d", "batches", "default_cache_dir", "BATCH_ORD
 #: Bump when the cached arrays change meaning (names, dtypes, preprocessing).
 _FORMAT_VERSION = 1
 _ENV_CACHE_DIR = "BNCOURSE_CACHE_DIR"
+#: mnist1d's default seed, pinned here so a cache hit need not import mnist1d (and scipy).
+_GENERATOR_SEED = 42
 _KEYS = ("x_train", "y_train", "x_test", "y_test")
 _SHAPES = {"x_train": (4000, 40), "y_train": (4000,), "x_test": (1000, 40), "y_test": (1000,)}
 _DTYPES = {"x_train": np.float32, "y_train": np.int64, "x_test": np.float32, "y_test": np.int64}
@@ -73,13 +75,16 @@ def _cache_file(cache_dir: Path, seed: int) -> Path:
     return cache_dir / f"mnist1d_v{_FORMAT_VERSION}_seed{seed}.npz"
 
 
-def _generate(args) -> dict[str, np.ndarray]:
-    """Runs the mnist1d generator without disturbing the caller's global RNG streams."""
-    from mnist1d.data import make_dataset
+def _generate(seed: int) -> dict[str, np.ndarray]:
+    """Runs the mnist1d generator (default arguments but ``seed``) without disturbing the
+    caller's global RNG streams."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()  # 5000 samples, train_split 0.8
+    args.seed = seed
 
     # make_dataset reseeds the global `random` and `np.random` states (mnist1d.utils.set_seed);
-    # restore both so loading data never changes a learner's random numbers.
-    # (the legacy global np.random state is exactly what must be preserved here)
+    # restore both so loading data never changes a learner's random numbers
     py_state, np_state = random.getstate(), np.random.get_state()  # noqa: NPY002
     try:
         raw = make_dataset(args)
@@ -139,7 +144,8 @@ def load_mnist1d(cache_dir: str | os.PathLike | None = None) -> MNIST1D:
     """Loads MNIST-1D with the generator's default arguments (5000 samples, 80/20 split, seed 42).
 
     Deterministic: every call, in every process, returns the same arrays. The global ``random``
-    and ``np.random`` states are left as they were.
+    and ``np.random`` states are left as they were. Once a process has loaded the data, the
+    in-process memo answers later calls, whatever their ``cache_dir``.
 
     Args:
         cache_dir: directory of the ``.npz`` cache. Default: ``$BNCOURSE_CACHE_DIR`` if set,
@@ -148,16 +154,13 @@ def load_mnist1d(cache_dir: str | os.PathLike | None = None) -> MNIST1D:
     Returns:
         An :class:`MNIST1D` of fresh CPU tensors (modifying them does not affect later calls).
     """
-    from mnist1d.data import get_dataset_args
-
-    args = get_dataset_args()
-    seed = int(args.seed)
+    seed = _GENERATOR_SEED
     arrays = _MEMO.get(seed)
     if arrays is None:
         path = _cache_file(Path(cache_dir) if cache_dir is not None else default_cache_dir(), seed)
         arrays = _read_cache(path)
         if arrays is None:
-            arrays = _generate(args)
+            arrays = _generate(seed)
             _write_cache(path, arrays)
         _MEMO[seed] = arrays
     return MNIST1D(*(torch.tensor(arrays[k]) for k in _KEYS))  # torch.tensor copies

@@ -202,7 +202,7 @@ def cnn1d(
     length goes 40 -> 20 -> 10 -> 5 and the head sees 32 * 5 = 160 features.
 
     Args:
-        channels: output channels of the conv layers.
+        channels: output channels of the conv layers; ``()`` gives a linear classifier.
         kernel_size: conv kernel size. Default: 5.
         in_length: input length L. Default: 40 (MNIST-1D).
         num_classes: output size. Default: 10.
@@ -224,6 +224,8 @@ def cnn1d(
     channels = _check_sizes("channels", channels)
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
         raise ValueError(f"expected kernel_size to be a positive int (got {kernel_size!r})")
+    if isinstance(in_length, bool) or not isinstance(in_length, int) or in_length < 1:
+        raise ValueError(f"expected in_length to be a positive int (got {in_length!r})")
     make_norm = _norm_factory(norm, conv=True)
     make_act = _activation_factory(activation)
     _check_common(norm_position, init, init_std)
@@ -235,12 +237,7 @@ def cnn1d(
     for i, c in enumerate(channels):
         # (N, c_in, L) -> (N, c, L_out), L_out = floor((L + 2p - k) / 2) + 1
         layers[f"conv{i}"] = nn.Conv1d(c_in, c, kernel_size, stride=2, padding=padding, bias=bias)
-        length = (length + 2 * padding - kernel_size) // 2 + 1
-        if length < 1:
-            raise ValueError(
-                f"expected in_length={in_length} to survive {len(channels)} stride-2 convolutions "
-                f"with kernel_size={kernel_size} (got length {length} after conv{i})"
-            )
+        length = (length + 2 * padding - kernel_size) // 2 + 1          # >= 1 for any L >= 1
         _hidden_block(layers, i, c, make_norm, make_act, norm_position)
         c_in = c
     layers["flatten"] = nn.Flatten()                            # (N, C, L) -> (N, C * L)

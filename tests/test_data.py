@@ -32,8 +32,8 @@ def fake_generator(monkeypatch, mnist1d):
     """Replaces the 2-second generation with the session's arrays; counts the calls."""
     calls = []
 
-    def fake(args):
-        calls.append(args)
+    def fake(seed):
+        calls.append(seed)
         return {k: t.numpy().copy() for k, t in zip(data._KEYS, mnist1d, strict=True)}
 
     monkeypatch.setattr(data, "_generate", fake)
@@ -67,6 +67,15 @@ def test_inputs_are_finite_and_standardized(mnist1d):
     assert abs(x.std().item() - 1.0) < 1e-3
 
 
+def test_matches_the_pinned_mnist1d_fingerprint(mnist1d):
+    # the course's measured numbers depend on these exact arrays (mnist1d 0.0.2.post1, seed 42)
+    assert mnist1d.y_train[:16].tolist() == [2, 6, 4, 5, 6, 6, 6, 0, 3, 1, 6, 9, 4, 3, 4, 5]
+    assert mnist1d.y_test[:16].tolist() == [2, 6, 3, 9, 4, 3, 1, 9, 5, 2, 0, 7, 7, 1, 4, 6]
+    torch.testing.assert_close(
+        mnist1d.x_train[0, :4], torch.tensor([-0.3320057, -0.4719104, -0.7786971, -1.0097408])
+    )
+
+
 def test_writes_npz_loadable_without_pickle(mnist1d, mnist1d_cache_dir):
     with np.load(mnist1d_cache_dir / CACHE_NAME, allow_pickle=False) as npz:
         assert sorted(npz.files) == sorted(data._KEYS)
@@ -78,7 +87,7 @@ def test_leaves_no_temp_files(mnist1d, mnist1d_cache_dir):
 
 
 def test_cache_hit_equals_fresh_generation(mnist1d, mnist1d_cache_dir, no_memo, monkeypatch):
-    def fail(args):
+    def fail(seed):
         raise AssertionError("a valid cache must not be regenerated")
 
     monkeypatch.setattr(data, "_generate", fail)
@@ -140,7 +149,7 @@ import hashlib, sys, time
 import numpy as np
 from bncourse import data
 
-def generate(args):  # the session's arrays instead of a 2-second generation; both processes
+def generate(seed):  # the session's arrays instead of a 2-second generation; both processes
     time.sleep(0.3)  # "generate" at once, so both write the cache
     with np.load(sys.argv[2], allow_pickle=False) as npz:
         return {k: npz[k] for k in data._KEYS}

@@ -5,5 +5,20 @@ One file per variant, each overriding only what differs from :class:`_BatchNormB
 """
 
 from bncourse.nn.batchnorm import BatchNorm, _BatchNormBase, batch_norm_train
+from bncourse.nn.fold import fold_batchnorm, is_batchnorm
+from bncourse.nn.ghost import GhostBatchNorm
+from bncourse.nn.precise import precise_bn
+from bncourse.nn.renorm import BatchRenorm
+from bncourse.nn.sync import SyncBatchNorm
 
-__all__ = ["BatchNorm", "batch_norm_train", "_BatchNormBase"]
+__all__ = [
+    "BatchNorm",
+    "BatchRenorm",
+    "GhostBatchNorm",
+    "SyncBatchNorm",
+    "batch_norm_train",
+    "fold_batchnorm",
+    "is_batchnorm",
+    "precise_bn",
+    "_BatchNormBase",
+]

@@ -176,12 +176,15 @@ class _BatchNormBase(nn.Module):
             state_dict[key] = torch.tensor(0, dtype=torch.long)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, *args, **kwargs)
 
-    def _check_input(self, x: Tensor) -> None:
+    def _check_input(self, x: Tensor, *, training: bool | None = None) -> None:
+        """Type, dtype, rank and channel checks; with ``training`` (default: ``self.training``)
+        also more than one value per channel."""
         if not isinstance(x, Tensor):
             raise TypeError(f"expected a torch.Tensor input (got {type(x).__name__})")
         if not x.is_floating_point():
             raise TypeError(f"expected a floating-point input (got dtype {x.dtype})")
-        check_input_shape(tuple(x.shape), self.num_features, training=self.training)
+        training = self.training if training is None else training
+        check_input_shape(tuple(x.shape), self.num_features, training=training)
 
     def _running_average_factor(self) -> float:
         """This step's weight of the new batch; counts the step first (PyTorch's order)."""

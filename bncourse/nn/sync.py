@@ -1,0 +1,124 @@
+"""Synchronized batch norm over ``torch.distributed``, on any backend (gloo on CPUs, NCCL on GPUs).
+
+``torch.nn.SyncBatchNorm`` only accepts CUDA tensors; this one computes the same thing with
+plain collectives, so data-parallel workers on CPUs normalize with the statistics of the global
+batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from bncourse.nn.batchnorm import _as_channel, _BatchNormBase, _reduce_dims
+
+__all__ = ["SyncBatchNorm"]
+
+
+def _all_reduce_sum(t: Tensor, group) -> Tensor:
+    dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+    return t
+
+
+class _SyncBatchNormFunction(torch.autograd.Function):
+    """Training-mode BN with statistics all-reduced over ``group``.
+
+    Forward (two all-reduces, two-pass as in the single-process version, so equally accurate)::
+
+        M    = all_reduce(local count)                  # values per channel, all workers
+        mean = all_reduce(sum(x)) / M                   # (C,)
+        var  = all_reduce(sum((x - mean) ** 2)) / M     # (C,) biased
+
+    Backward (one all-reduce of the two per-channel sums the closed form needs)::
+
+        dx = gamma / std * (dout - all_reduce(sum(dout)) / M
+                                 - x_hat * all_reduce(sum(dout * x_hat)) / M)
+
+    ``dgamma`` and ``dbeta`` stay local sums: like every other parameter gradient they are
+    combined across workers by the data-parallel wrapper (or an explicit all-reduce).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, group):
+        dims = _reduce_dims(x)
+        count = x.new_tensor([x.numel() // x.shape[1]], dtype=torch.float64)
+        total = _all_reduce_sum(count, group).item()
+        mean = _all_reduce_sum(x.sum(dims), group) / total                   # (C,)
+        x_hat = x - _as_channel(mean, x.dim())                               # (N, C, *)
+        var = _all_reduce_sum((x_hat * x_hat).sum(dims), group) / total      # (C,) biased
+        inv_std = torch.rsqrt(var + eps)
+        x_hat.mul_(_as_channel(inv_std, x.dim()))
+        out = x_hat
+        if weight is not None:
+            out = torch.addcmul(_as_channel(bias, x.dim()), x_hat, _as_channel(weight, x.dim()))
+        ctx.save_for_backward(x_hat, inv_std, weight)
+        ctx.total, ctx.group = total, group
+        ctx.mark_non_differentiable(mean, var)
+        return out, mean, var, torch.tensor(total)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout, _dmean, _dvar, _dtotal):
+        x_hat, inv_std, weight = ctx.saved_tensors
+        dims = _reduce_dims(x_hat)
+        local = torch.stack([dout.sum(dims), (dout * x_hat).sum(dims)])      # (2, C)
+        dbias_local, dweight_local = local[0].clone(), local[1].clone()
+        dbias_all, dweight_all = _all_reduce_sum(local, ctx.group) / ctx.total
+        scale = inv_std if weight is None else inv_std * weight              # (C,)
+        dx = None
+        if ctx.needs_input_grad[0]:
+            dx = (dout - _as_channel(dbias_all, x_hat.dim())
+                  - x_hat * _as_channel(dweight_all, x_hat.dim())) * _as_channel(scale, x_hat.dim())
+        dw = dweight_local if ctx.needs_input_grad[1] else None
+        db = dbias_local if ctx.needs_input_grad[2] else None
+        return dx, dw, db, None, None
+
+
+class SyncBatchNorm(_BatchNormBase):
+    """Batch norm whose training statistics span every worker of a process group.
+
+    Equal to :class:`~bncourse.nn.BatchNorm` applied to the concatenation of all workers'
+    batches: same outputs, same input gradients, same running statistics on every worker (the
+    unbiased correction uses the global count). Parameter gradients are local sums; average them
+    across workers as for any parameter (``DistributedDataParallel`` does).
+
+    Without an initialized process group (or with a group of one) it is plain batch norm, so the
+    same model runs in a notebook and under ``torchrun``. Eval mode uses the running statistics
+    and communicates nothing.
+
+    Args:
+        num_features: C.
+        process_group: the group to synchronize over. Default: the whole world.
+        eps, momentum, affine, track_running_stats: as :class:`~bncourse.nn.BatchNorm`.
+
+    Every worker must call forward (and backward) the same number of times, as with any
+    collective; a worker's local batch may have a single value per channel as long as the
+    global batch has more.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True,
+                 process_group=None, device=None, dtype=None) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+        self.process_group = process_group
+
+    def _synchronized(self) -> bool:
+        return (dist.is_available() and dist.is_initialized()
+                and dist.get_world_size(self.process_group) > 1)
+
+    def _check_input(self, x: Tensor, *, training: bool | None = None) -> None:
+        # one value per channel locally is fine when synchronized: forward checks the global count
+        super()._check_input(x, training=self.training and not self._synchronized())
+
+    def _normalize_batch(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
+        if not self._synchronized():
+            return super()._normalize_batch(x)
+        out, mean, var, total = _SyncBatchNormFunction.apply(
+            x, self.weight, self.bias, self.eps, self.process_group)
+        count = int(total.item())
+        if count <= 1:
+            raise ValueError("expected more than 1 value per channel when training, across all "
+                             f"workers (got {count})")
+        return out, mean, var, count
+

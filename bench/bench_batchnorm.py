@@ -1,49 +1,28 @@
-"""Batch-norm speed, as ratios measured side by side in one run (absolute times are noisy here).
+"""Scratch BN vs native BN, and the numpy staged vs compact backward, as ratios from one run.
 
-    python bench/bench_batchnorm.py [--rows 4096] [--cols 1024] [--rounds 5]
+    python bench/bench_batchnorm.py [--rounds 5]
 
-Rows of the table:
-  * scratch ``bncourse.nn.BatchNorm`` vs native ``nn.BatchNorm1d``, forward and forward+backward
-    in training mode (goal: fwd+bwd <= 2.0x native);
-  * numpy staged backward vs compact backward (goal: compact >= 2x faster).
-
-Each candidate is timed in interleaved rounds (A, B, A, B, ...) and the median of the rounds is
-reported, so a burst of load from another process hits both sides alike.
+Goals (reported, not tested): scratch module fwd+bwd <= 2.0x native on a (4096, 1024) float32
+batch; numpy compact backward >= 2x faster than the staged one.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import numpy as np
 import torch
-from torch.utils.benchmark import Timer
+from _timing import Row, compare, print_table
 
 from bncourse.functional import batchnorm_backward, batchnorm_backward_compact, batchnorm_forward
 from bncourse.nn import BatchNorm
 
 
-def seconds(fn, min_run_time: float) -> float:
-    """Median seconds per call of ``fn`` over one adaptive block of runs."""
-    timer = Timer(stmt="fn()", globals={"fn": fn})
-    return timer.blocked_autorange(min_run_time=min_run_time).median
-
-
-def compare(candidates: dict, rounds: int, min_run_time: float) -> dict[str, float]:
-    """Median over interleaved rounds of each candidate's seconds per call."""
-    times = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, fn in candidates.items():
-            times[name].append(seconds(fn, min_run_time))
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def module_candidates(rows: int, cols: int) -> dict:
+def _module_candidates(label: str, native: torch.nn.Module, shape: tuple[int, ...]) -> dict:
     torch.manual_seed(0)
-    x = torch.randn(rows, cols, requires_grad=True)
-    dout = torch.randn(rows, cols)
-    native, scratch = torch.nn.BatchNorm1d(cols), BatchNorm(cols)
+    x = torch.randn(shape, requires_grad=True)
+    dout = torch.randn(shape)
+    scratch = BatchNorm(shape[1])
 
     def forward(module):
         def run():
@@ -58,45 +37,47 @@ def module_candidates(rows: int, cols: int) -> dict:
             module(x).backward(dout)
         return run
 
-    return {
-        "native fwd": forward(native), "scratch fwd": forward(scratch),
-        "native fwd+bwd": forward_backward(native), "scratch fwd+bwd": forward_backward(scratch),
-    }
+    return {f"{label} native fwd": forward(native), f"{label} scratch fwd": forward(scratch),
+            f"{label} native fwd+bwd": forward_backward(native),
+            f"{label} scratch fwd+bwd": forward_backward(scratch)}
 
 
-def numpy_candidates(rows: int, cols: int) -> dict:
+def _numpy_candidates(shape: tuple[int, ...]) -> dict:
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(rows, cols)).astype(np.float32)
-    dout = rng.normal(size=(rows, cols)).astype(np.float32)
-    gamma, beta = np.ones(cols, np.float32), np.zeros(cols, np.float32)
-    _, cache = batchnorm_forward(x, gamma, beta, training=True)
-    return {
-        "numpy staged bwd": lambda: batchnorm_backward(dout, cache),
-        "numpy compact bwd": lambda: batchnorm_backward_compact(dout, cache),
-    }
+    x = rng.normal(size=shape).astype(np.float32)
+    dout = rng.normal(size=shape).astype(np.float32)
+    ones, zeros = np.ones(shape[1], np.float32), np.zeros(shape[1], np.float32)
+    _, cache = batchnorm_forward(x, ones, zeros, training=True)
+    return {"numpy staged bwd": lambda: batchnorm_backward(dout, cache),
+            "numpy compact bwd": lambda: batchnorm_backward_compact(dout, cache)}
+
+
+def rows(rounds: int = 5, min_run_time: float = 0.2) -> list[Row]:
+    t = compare(_module_candidates("1d", torch.nn.BatchNorm1d(1024), (4096, 1024)),
+                rounds, min_run_time)
+    t |= compare(_module_candidates("2d", torch.nn.BatchNorm2d(64), (32, 64, 32, 32)),
+                 rounds, min_run_time)
+    t |= compare(_numpy_candidates((4096, 1024)), rounds, min_run_time)
+    return [
+        Row("scratch BN fwd / BatchNorm1d (4096, 1024)", t["1d scratch fwd"], t["1d native fwd"]),
+        Row("scratch BN fwd+bwd / BatchNorm1d (4096, 1024)", t["1d scratch fwd+bwd"],
+            t["1d native fwd+bwd"], "<= 2.0x"),
+        Row("scratch BN fwd / BatchNorm2d (32, 64, 32, 32)", t["2d scratch fwd"],
+            t["2d native fwd"]),
+        Row("scratch BN fwd+bwd / BatchNorm2d", t["2d scratch fwd+bwd"], t["2d native fwd+bwd"],
+            "<= 2.0x"),
+        Row("numpy staged bwd / compact bwd (4096, 1024)", t["numpy staged bwd"],
+            t["numpy compact bwd"], ">= 2.0x"),
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=4096)
-    parser.add_argument("--cols", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--min-run-time", type=float, default=0.2)
     args = parser.parse_args()
-
-    t = compare(module_candidates(args.rows, args.cols), args.rounds, args.min_run_time)
-    t |= compare(numpy_candidates(args.rows, args.cols), args.rounds, args.min_run_time)
-    rows = [
-        ("scratch module fwd / native", t["scratch fwd"], t["native fwd"], "-"),
-        ("scratch module fwd+bwd / native", t["scratch fwd+bwd"], t["native fwd+bwd"], "<= 2.0x"),
-        ("numpy staged bwd / compact bwd", t["numpy staged bwd"], t["numpy compact bwd"],
-         ">= 2.0x"),
-    ]
-    print(f"batch norm, float32 ({args.rows}, {args.cols}), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds")
-    print(f"{'comparison':<34}{'ratio':>8}{'A (ms)':>10}{'B (ms)':>10}  goal")
-    for name, a, b, goal in rows:
-        print(f"{name:<34}{a / b:>7.2f}x{a * 1e3:>10.2f}{b * 1e3:>10.2f}  {goal}")
+    print_table(f"batch norm, float32, torch {torch.__version__}, "
+                f"{torch.get_num_threads()} threads", rows(args.rounds, args.min_run_time))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,47 @@
+"""Shared timing helpers for the benchmarks: interleaved rounds, medians, one table format."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from typing import NamedTuple
+
+from torch.utils.benchmark import Timer
+
+
+class Row(NamedTuple):
+    """One comparison: ``ratio = a_seconds / b_seconds`` and the goal it is read against."""
+
+    name: str
+    a_seconds: float
+    b_seconds: float
+    goal: str = "-"
+
+    @property
+    def ratio(self) -> float:
+        return self.a_seconds / self.b_seconds
+
+
+def seconds(fn: Callable[[], object], min_run_time: float) -> float:
+    """Median seconds per call of ``fn`` over one adaptive block of runs."""
+    timer = Timer(stmt="fn()", globals={"fn": fn})
+    return timer.blocked_autorange(min_run_time=min_run_time).median
+
+
+def compare(candidates: dict[str, Callable[[], object]], rounds: int,
+            min_run_time: float) -> dict[str, float]:
+    """Median over interleaved rounds (A, B, A, B, ...) of each candidate's seconds per call,
+    so a burst of load from another process hits every candidate alike."""
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            times[name].append(seconds(fn, min_run_time))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def print_table(title: str, rows: list[Row]) -> None:
+    print(title)
+    print(f"{'comparison (A / B)':<50}{'ratio':>8}{'A (ms)':>10}{'B (ms)':>10}  goal")
+    for row in rows:
+        print(f"{row.name:<50}{row.ratio:>7.2f}x{row.a_seconds * 1e3:>10.3f}"
+              f"{row.b_seconds * 1e3:>10.3f}  {row.goal}")

@@ -51,6 +51,7 @@ __all__ = [
     "Mistake",
     "check_backward",
     "check_backward_compact",
+    "check_batchnorm_module",
     "check_forward",
     "check_function",
     "check_running_update",
@@ -928,3 +929,616 @@ def check_running_update(fn: Callable[..., Any]) -> None:
         mutable=("running_mean", "running_var"),
         advice=_PYTORCH_RULE + ".",
     )
+
+
+# --------------------------------------------------------------------------------------------
+# check_batchnorm_module (notebook 02)
+# --------------------------------------------------------------------------------------------
+
+_MODULE_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+_MODULE_OUTPUTS = ("train_out", "grad_x", "running_mean", "running_var", "num_batches_tracked",
+                   "eval_out")
+_MODULE_STEPS = 3
+_MODULE_SIGNATURE = "MyBatchNorm(num_features, eps=1e-5, momentum=0.1)"
+
+
+def _variant_module(bug: str | None):
+    """A from-scratch batch-norm module with PyTorch's structure and, optionally, one bug.
+
+    ``bug=None`` is a correct implementation; each other value is a mistake of the catalogue.
+    """
+    import torch
+    from torch import nn
+
+    class _Variant(nn.Module):
+        def __init__(self, num_features, eps=1e-5, momentum=0.1):
+            super().__init__()
+            self.num_features, self.eps, self.momentum = num_features, eps, momentum
+            self.weight = nn.Parameter(torch.ones(num_features))
+            self.bias = nn.Parameter(torch.zeros(num_features))
+            self.register_buffer("running_mean", torch.zeros(num_features))
+            self.register_buffer("running_var", torch.ones(num_features))
+            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+            self._count = 0  # the "nbt_not_incremented" variant counts here instead
+
+        def _stats(self, x):
+            if bug == "reshape_channels" and x.dim() > 2:
+                flat = x.reshape(-1, self.num_features)       # mixes channels and positions
+            else:
+                flat = x.transpose(0, 1).reshape(self.num_features, -1).t()   # (m, C)
+            mean, var = flat.mean(0), flat.var(0, unbiased=False)
+            if bug == "detached":
+                mean, var = mean.detach(), var.detach()
+            return mean, var, flat.shape[0]
+
+        def _factor(self):
+            self._count += 1
+            if bug != "nbt_not_incremented":
+                self.num_batches_tracked += 1
+            n = self._count
+            if self.momentum is None:
+                return {"none_as_default": 0.1, "none_assigns_batch": 1.0,
+                        "none_off_by_one": 1.0 / (n + 1)}.get(bug, 1.0 / n)
+            return 1.0 - self.momentum if bug == "momentum_reversed" else self.momentum
+
+        def forward(self, x):
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            use_batch = self.training or bug == "eval_batch_stats"
+            update = self.training or bug == "updates_in_eval"
+            if use_batch or update:
+                mean, var, m = self._stats(x)
+            if update:
+                factor = self._factor()
+                if bug != "not_updated":
+                    with torch.no_grad():
+                        stored = var if bug == "biased_var" else var * m / (m - 1)
+                        self.running_mean.mul_(1 - factor).add_(factor * mean.detach())
+                        self.running_var.mul_(1 - factor).add_(factor * stored.detach())
+            if use_batch:
+                if bug == "unbiased_norm":
+                    var = var * m / (m - 1)
+                x_hat = (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + self.eps)
+            else:
+                x_hat = ((x - self.running_mean.reshape(shape))
+                         / torch.sqrt(self.running_var.reshape(shape) + self.eps))
+            return self.weight.reshape(shape) * x_hat + self.bias.reshape(shape)
+
+    _Variant.__name__ = "BatchNorm" if bug is None else f"BatchNorm_{bug}"
+    return _Variant
+
+
+def _module_protocol(make, xs, x_eval, eps, momentum, gamma, beta, r):
+    """Build ``make(C, eps=eps, momentum=momentum)`` in float64, set gamma and beta, take the
+    training steps ``xs`` (backward through the first), then one eval forward on ``x_eval``.
+
+    Returns the six outputs of :data:`_MODULE_OUTPUTS`; the running statistics have one row
+    per step plus one after the eval forward.
+    """
+    import torch
+
+    bn = make(gamma.shape[0], eps=eps, momentum=momentum).double()
+    with torch.no_grad():
+        bn.weight.copy_(gamma)
+        bn.bias.copy_(beta)
+    bn.train()
+    outs, means, variances, counts, grad = [], [], [], [], None
+    for i, x in enumerate(xs):
+        x = x.clone().requires_grad_(i == 0)
+        out = bn(x)
+        if i == 0:
+            (out * r).sum().backward()
+            grad = x.grad
+        outs.append(out.detach())
+        means.append(bn.running_mean.detach().clone())
+        variances.append(bn.running_var.detach().clone())
+        counts.append(float(bn.num_batches_tracked))
+    bn.eval()
+    with torch.no_grad():
+        out_eval = bn(x_eval)
+    means.append(bn.running_mean.detach().clone())
+    variances.append(bn.running_var.detach().clone())
+    counts.append(float(bn.num_batches_tracked))
+    return (torch.stack(outs), grad, torch.stack(means), torch.stack(variances),
+            torch.tensor(counts, dtype=torch.float64), out_eval.detach())
+
+
+def _module_reference(xs, x_eval, eps, momentum, gamma, beta, r):
+    from torch import nn
+
+    return _module_protocol(nn.BatchNorm1d, xs, x_eval, eps, momentum, gamma, beta, r)
+
+
+def _module_mistake(key: str, diagnosis: str, fix: str) -> Mistake:
+    cls = _variant_module(key)
+    return Mistake(key, diagnosis, fix,
+                   lambda *args: _module_protocol(cls, *args))
+
+
+_NONE_RULE = ("momentum=None means a cumulative average: count the batch first "
+              "(num_batches_tracked += 1), then blend with factor = 1 / num_batches_tracked, "
+              "so after n batches the running mean is the plain average of the n batch means.")
+
+_MODULE_MISTAKES = (
+    _module_mistake(
+        "not_updated",
+        "The running statistics never change in training mode, so eval mode normalizes with "
+        "their initial values (mean 0, variance 1).",
+        "In training mode, update the buffers in place under torch.no_grad(): "
+        "`self.running_mean.mul_(1 - f).add_(f * mean)` (same for running_var); assigning to "
+        "a local variable, or `self.running_mean = ...` inside a function that returns "
+        "before it, changes nothing."),
+    _module_mistake(
+        "momentum_reversed",
+        "The momentum convention is reversed: you weight the old value by momentum (CS231n's "
+        "and Keras's convention). In PyTorch momentum is the weight of the new batch.",
+        "running = (1 - momentum) * running + momentum * batch_statistic."),
+    _module_mistake(
+        "biased_var",
+        "running_var stores the biased batch variance (divided by m). PyTorch stores the "
+        "unbiased one (divided by m - 1), m = values per channel.",
+        "Blend in `var * m / (m - 1)`, where var is the biased variance you normalize with."),
+    _module_mistake(
+        "nbt_not_incremented",
+        "num_batches_tracked is not incremented: it should count the training batches seen.",
+        "`self.num_batches_tracked += 1` on every training forward (before the momentum=None "
+        "factor is computed)."),
+    _module_mistake(
+        "none_as_default",
+        "momentum=None is treated as momentum=0.1: it should be a cumulative average.",
+        _NONE_RULE),
+    _module_mistake(
+        "none_assigns_batch",
+        "momentum=None overwrites the running statistics with each batch's: it should be a "
+        "cumulative average of all batches.",
+        _NONE_RULE),
+    _module_mistake(
+        "none_off_by_one",
+        "momentum=None is a cumulative average off by one: the factor is 1 / (n + 1) instead "
+        "of 1 / n after counting the batch.",
+        _NONE_RULE),
+    _module_mistake(
+        "reshape_channels",
+        "For (N, C, L) inputs the statistics mix channels: `x.reshape(-1, C)` does not gather "
+        "each channel's values (the memory order is N, C, L), so each 'channel' of the "
+        "reshaped array holds values of several channels.",
+        "Reduce over dims (0, 2): `x.mean(dim=(0, 2))`, or move the channel axis first: "
+        "`x.transpose(0, 1).reshape(C, -1)`."),
+    _module_mistake(
+        "eval_batch_stats",
+        "Eval mode still normalizes with the batch's own statistics: then a prediction depends "
+        "on the other examples in the batch, and the running statistics are never used.",
+        "Branch on self.training: in eval mode use running_mean and running_var."),
+    _module_mistake(
+        "updates_in_eval",
+        "The running statistics are also updated in eval mode: evaluating on test data "
+        "changes the model.",
+        "Update the buffers only when self.training is True."),
+    _module_mistake(
+        "unbiased_norm",
+        "Training mode normalizes with the unbiased variance (divided by m - 1). BN normalizes "
+        "with the biased one; only running_var stores the unbiased variance.",
+        "Use `x.var(dim=dims, unbiased=False)` in the normalization."),
+    _module_mistake(
+        "detached",
+        "The forward values are right but the gradient is not: the batch mean and variance are "
+        "detached from the graph (`.detach()`, `.item()`, `.data` or torch.no_grad()), so the "
+        "gradient ignores that every example moves the statistics.",
+        "Compute the statistics used for the normalization with autograd on; detach only the "
+        "copies that go into the running buffers."),
+)
+
+_MODULE_HINTS = (
+    Hint("2d", "your module is right for (N, C) inputs but not for (N, C, L) ones: take each "
+               "channel's statistics over dims 0 and 2, and reshape the (C,) vectors to "
+               "(1, C, 1) to broadcast."),
+    Hint("momentum_float", "your module is right with momentum=0.1 but not with momentum=None. "
+                           + _NONE_RULE),
+)
+
+
+def _module_cases() -> list[Case]:
+    import torch
+
+    rng = np.random.default_rng(SEED + 3)
+    cases = []
+    for shape, eps, momentum in [((16, 5), 1e-5, 0.1), ((8, 4, 6), 1e-3, 0.1),
+                                 ((16, 5), 1e-3, None), ((8, 4, 6), 1e-5, None)]:
+        xs = []
+        for _ in range(_MODULE_STEPS + 1):  # the training steps, then the eval batch
+            x, gamma, beta = _bn_inputs(rng, shape)
+            xs.append(torch.from_numpy(x))
+        r = torch.from_numpy(rng.standard_normal(shape))
+        dims = "(N, C)" if len(shape) == 2 else "(N, C, L)"
+        tags = {"2d"} if len(shape) == 2 else set()
+        tags |= {"momentum_float"} if momentum is not None else set()
+        cases.append(Case(
+            f"\"x of shape {dims} = {shape}, eps={eps:g}, momentum={momentum}\"",
+            (xs[:-1], xs[-1], eps, momentum, torch.from_numpy(gamma), torch.from_numpy(beta),
+             r),
+            tags=frozenset(tags), channel_notes={shape[1] // 2: _TINY}))
+    return cases
+
+
+def _structure_problems(cls) -> tuple[list[str], list[str]]:
+    """Construction, parameters, buffers, initial values and state_dict keys of ``cls``;
+    returns (messages, mistake keys)."""
+    import torch
+    from torch import nn
+
+    name = _fn_name(cls)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        return ([f"`{name}` must be a class deriving from torch.nn.Module (pass the class, not "
+                 f"an instance)."], ["not_a_module_class"])
+    if issubclass(cls, nn.modules.batchnorm._NormBase):
+        return ([f"`{name}` derives from PyTorch's batch norm, which does all the work; derive "
+                 f"from nn.Module and write it yourself."], ["derives_from_torch_bn"])
+    try:
+        bn = cls(5, eps=1e-5, momentum=0.1)
+        cls(5, eps=1e-3, momentum=None)
+    except NotImplementedError:
+        return ([f"`{name}` is not implemented yet: replace `raise NotImplementedError` with "
+                 f"your code, run that cell, then run this check again."], ["not_implemented"])
+    except Exception as exc:
+        return ([f"`{name}(5, eps=1e-5, momentum=0.1)` raised {type(exc).__name__}: {exc}. "
+                 f"The checker builds the module as `{_MODULE_SIGNATURE}`; momentum may also be "
+                 f"None."], ["constructor"])
+    params, buffers = dict(bn.named_parameters()), dict(bn.named_buffers())
+    lines, keys = [], []
+    as_params = [k for k in ("running_mean", "running_var", "num_batches_tracked") if k in params]
+    if as_params:
+        keys.append("stats_as_parameters")
+        lines.append(
+            f"{', '.join(f'`{k}`' for k in as_params)} registered as nn.Parameter: the optimizer "
+            f"would treat running statistics as trainable weights (weight decay would shrink "
+            f"them, and model.parameters() counts them). They are state, not weights. Fix: "
+            f"`self.register_buffer('running_mean', torch.zeros(num_features))` (likewise "
+            f"running_var with ones, num_batches_tracked with torch.tensor(0, dtype=torch.long)).")
+    for k in ("running_mean", "running_var", "num_batches_tracked"):
+        if k in params or k in buffers:
+            continue
+        value = getattr(bn, k, None)
+        keys.append(f"{k}_not_buffer")
+        if value is None:
+            lines.append(f"`{k}` is missing. Fix: `self.register_buffer('{k}', ...)` in "
+                         f"__init__.")
+        else:
+            lines.append(f"`{k}` is a plain attribute ({type(value).__name__}), not a buffer: it "
+                         f"is not saved in state_dict and `.to()`/`.double()` do not move it. "
+                         f"Fix: `self.register_buffer('{k}', ...)` in __init__.")
+    for k in ("weight", "bias"):
+        if k not in params:
+            keys.append(f"{k}_not_parameter")
+            lines.append(f"`{k}` is not an nn.Parameter of the module (PyTorch names gamma "
+                         f"`weight` and beta `bias`). Fix: `self.{k} = nn.Parameter(...)`.")
+    state = bn.state_dict()
+    extra = sorted(set(state) - set(_MODULE_KEYS))
+    if extra:
+        keys.append("state_dict_keys")
+        lines.append(f"state_dict has keys nn.BatchNorm1d does not have: {', '.join(extra)}; its "
+                     f"keys are exactly {', '.join(_MODULE_KEYS)}, so checkpoints would not load "
+                     f"either way. Fix: use these names; keep other state as plain attributes.")
+    if lines:
+        return lines, keys
+    want = {"weight": 1.0, "bias": 0.0, "running_mean": 0.0, "running_var": 1.0,
+            "num_batches_tracked": 0.0}
+    for k in _MODULE_KEYS:
+        v = state[k]
+        shape = () if k == "num_batches_tracked" else (5,)
+        if tuple(v.shape) != shape:
+            keys.append(f"{k}_shape")
+            lines.append(f"`{k}` has shape {tuple(v.shape)} for num_features=5; expected "
+                         f"{shape}.")
+        elif not torch.all(v.double() == want[k]):
+            keys.append(f"{k}_init")
+            lines.append(f"`{k}` starts at {v.tolist()}; PyTorch starts it at {want[k]:g} "
+                         f"everywhere.")
+    if "num_batches_tracked" in state and not keys and state["num_batches_tracked"].dtype != \
+            torch.long:
+        keys.append("num_batches_tracked_dtype")
+        lines.append(f"`num_batches_tracked` is {state['num_batches_tracked'].dtype}; PyTorch "
+                     f"uses torch.long (an integer count). Fix: torch.tensor(0, "
+                     f"dtype=torch.long).")
+    return lines, keys
+
+
+def _state_dict_round_trip(cls) -> list[str]:
+    """Load a trained nn.BatchNorm1d's state_dict into ``cls`` and back; what went wrong."""
+    import torch
+    from torch import nn
+
+    rng = np.random.default_rng(SEED + 4)
+    xs = [torch.from_numpy(_bn_inputs(rng, (8, 4, 6))[0]) for _ in range(4)]
+    problems = []
+    for src_cls, dst_cls, words in [(nn.BatchNorm1d, cls, "nn.BatchNorm1d -> yours"),
+                                    (cls, nn.BatchNorm1d, "yours -> nn.BatchNorm1d")]:
+        src = src_cls(4, momentum=0.3).double()
+        with torch.no_grad():
+            src.weight.copy_(torch.linspace(0.5, 2.0, 4, dtype=torch.float64))
+            src.bias.copy_(torch.linspace(-1.0, 1.0, 4, dtype=torch.float64))
+        src.train()
+        with torch.no_grad():
+            for x in xs[:3]:
+                src(x)
+        dst = dst_cls(4, momentum=0.3).double()
+        try:
+            dst.load_state_dict(src.state_dict())
+        except Exception as exc:
+            problems.append(f"- state_dict interchange ({words}): load_state_dict raised "
+                            f"{type(exc).__name__}: {exc}")
+            continue
+        src.eval()
+        dst.eval()
+        with torch.no_grad():
+            same = torch.allclose(src(xs[3]), dst(xs[3]), rtol=RTOL, atol=ATOL)
+        if not same:
+            problems.append(f"- state_dict interchange ({words}): the state_dict loads, but the "
+                            f"two modules then disagree in eval mode. Are the buffers you read "
+                            f"in forward the ones you registered?")
+    return problems
+
+
+def check_batchnorm_module(cls) -> None:
+    """Check a from-scratch batch-norm ``nn.Module`` class against ``torch.nn.BatchNorm1d``.
+
+    ``cls(num_features, eps=1e-5, momentum=0.1)`` must build a module with the parameters
+    ``weight`` and ``bias`` and the buffers ``running_mean``, ``running_var`` and
+    ``num_batches_tracked`` (PyTorch's names, initial values and ``state_dict`` keys). In float64,
+    for (N, C) and (N, C, L) inputs and for momentum 0.1 and ``None`` (four cases), the checker
+    compares with ``nn.BatchNorm1d``: three training steps (outputs, the input gradient of the
+    first, the running statistics and ``num_batches_tracked`` after each), then one eval-mode
+    forward (its output, and the running statistics after it). Finally a trained
+    ``nn.BatchNorm1d``'s ``state_dict`` must load into ``cls`` and give the same eval outputs, and
+    the other way round.
+
+    On success prints two deterministic lines.
+
+    Raises:
+        ExerciseError: with a diagnosis in plain words when ``cls`` is wrong.
+    """
+    name = "check_batchnorm_module"
+    lines, keys = _structure_problems(cls)
+    if lines:
+        head = f"{name}: the structure of `{_fn_name(cls)}` differs from nn.BatchNorm1d's:"
+        raise ExerciseError("\n".join([head, *(f"- {line}" for line in lines)]), keys)
+
+    def run(xs, x_eval, eps, momentum, gamma, beta, r):
+        try:
+            return _module_protocol(cls, xs, x_eval, eps, momentum, gamma, beta, r)
+        except RuntimeError as exc:
+            if xs[0].dim() > 2:
+                raise RuntimeError(f"{exc}. For (N, C, L) inputs, reduce over dims (0, 2) and "
+                                   f"reshape (C,) vectors to (1, C, 1)") from exc
+            raise
+
+    run.__name__ = _fn_name(cls)
+    check_function(
+        run, _module_reference, _module_cases(), _MODULE_MISTAKES, _MODULE_HINTS,
+        name=name, outputs=_MODULE_OUTPUTS,
+        advice="compare with nn.BatchNorm1d step by step in float64: one training forward, "
+               "then the buffers, then eval mode.",
+    )
+    problems = _state_dict_round_trip(cls)
+    if problems:
+        raise ExerciseError("\n".join([f"{name}: the values match, but:", *problems]),
+                            ["state_dict_interchange"])
+    print(f"{name}: state_dict loads into nn.BatchNorm1d and back, with equal eval outputs.")
+
+
+# --------------------------------------------------------------------------------------------
+# check_ics_measure (notebook 03)
+# --------------------------------------------------------------------------------------------
+
+
+def _flat(grads):
+    return np.concatenate([np.ravel(g) for g in grads])
+
+
+def _ics_reference(grads_before, grads_after):
+    a, b = _flat(grads_before), _flat(grads_after)
+    return np.linalg.norm(a - b), a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+
+
+def _per_tensor(fn):
+    """A measure built per tensor: fn maps the list of per-tensor (a, b) pairs to (l2, cos)."""
+    def measure(grads_before, grads_after):
+        return fn([(np.ravel(a), np.ravel(b))
+                   for a, b in zip(grads_before, grads_after, strict=True)])
+    return measure
+
+
+def _cos(a, b):
+    return a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+
+
+_ICS_MISTAKES = (
+    Mistake("squared_l2",
+            "`l2` is the squared distance: the square root is missing.",
+            "l2 = np.sqrt(np.sum((a - b) ** 2)), or np.linalg.norm(a - b).",
+            lambda gb, ga: (np.sum((_flat(gb) - _flat(ga)) ** 2), _ics_reference(gb, ga)[1])),
+    Mistake("norm_difference",
+            "`l2` is the difference of the two norms, | ||a|| - ||b|| |: two gradients of equal "
+            "length pointing different ways would count as unchanged.",
+            "Take the norm of the difference, np.linalg.norm(a - b).",
+            lambda gb, ga: (abs(np.linalg.norm(_flat(gb)) - np.linalg.norm(_flat(ga))),
+                            _ics_reference(gb, ga)[1])),
+    Mistake("per_tensor_l2",
+            "`l2` adds up the distances of each tensor (weight, bias) separately; the distance "
+            "of the whole gradient is the root of the summed squares.",
+            "Flatten and concatenate all tensors into one vector first.",
+            _per_tensor(lambda pairs: (sum(np.linalg.norm(a - b) for a, b in pairs),
+                                       _cos(np.concatenate([a for a, _ in pairs]),
+                                            np.concatenate([b for _, b in pairs]))))),
+    Mistake("per_tensor_cosine",
+            "`cosine` averages the cosines of each tensor (weight, bias) separately; the "
+            "cosine of the whole gradient is taken over one concatenated vector.",
+            "Flatten and concatenate all tensors into one vector first.",
+            _per_tensor(lambda pairs: (np.linalg.norm(np.concatenate([a - b for a, b in pairs])),
+                                       np.mean([_cos(a, b) for a, b in pairs])))),
+    Mistake("unnormalized_cosine",
+            "`cosine` is the plain dot product a . b, not divided by the norms.",
+            "cosine = a @ b / (np.linalg.norm(a) * np.linalg.norm(b)).",
+            lambda gb, ga: (_ics_reference(gb, ga)[0], _flat(gb) @ _flat(ga))),
+    Mistake("cosine_distance",
+            "`cosine` is the cosine distance 1 - cos; the exercise asks for the similarity.",
+            "Return a @ b / (||a|| ||b||) itself.",
+            lambda gb, ga: (_ics_reference(gb, ga)[0], 1 - _ics_reference(gb, ga)[1])),
+    Mistake("first_tensor_only",
+            "Only the first tensor (the weight) is used; the bias gradient is left out.",
+            "Flatten and concatenate every tensor of the list.",
+            lambda gb, ga: _ics_reference(gb[:1], ga[:1])),
+    Mistake("outputs_swapped",
+            "The two results are returned in the wrong order.",
+            "return l2, cosine.",
+            lambda gb, ga: _ics_reference(gb, ga)[::-1]),
+)
+
+
+def _ics_cases() -> list[Case]:
+    rng = np.random.default_rng(SEED + 3)
+    cases = []
+    for out_f, in_f, noise in [(4, 3, 0.3), (6, 5, 1.0), (3, 2, 2.0)]:
+        before = [rng.normal(size=(out_f, in_f)), rng.normal(size=out_f) * 3]
+        after = [g + noise * rng.normal(size=g.shape) for g in before]
+        after[1] = -0.5 * after[1]  # the bias turns around: per-tensor and global cosines differ
+        cases.append(Case(f"\"weight {out_f}x{in_f} and bias, noise {noise}\"", (before, after)))
+    return cases
+
+
+def check_ics_measure(fn: Callable[..., Any]) -> None:
+    """Check the gradient-change measure of internal covariate shift (Santurkar et al. 2018).
+
+    ``fn(grads_before, grads_after)`` takes two lists of numpy arrays (a layer's gradient, one
+    array per parameter, before and after the earlier layers' update) and must return
+    ``(l2, cosine)`` of the two gradients flattened and concatenated into vectors a and b::
+
+        l2     = ||a - b||_2
+        cosine = a . b / (||a||_2 ||b||_2)
+
+    Three cases, each a weight and a bias whose gradient turns around, so that per-tensor
+    shortcuts give different numbers.
+
+    Raises:
+        ExerciseError: with a diagnosis when ``fn`` is wrong.
+    """
+    check_function(
+        fn, _ics_reference, _ics_cases(), _ICS_MISTAKES,
+        name="check_ics_measure", outputs=("l2", "cosine"),
+        advice="Flatten each list into one vector (np.concatenate of np.ravel), then "
+               "l2 = np.linalg.norm(a - b) and cosine = a @ b / (norm(a) * norm(b)).",
+    )
+
+
+__all__ += ["check_ics_measure"]
+
+
+# --------------------------------------------------------------------------------------------
+# Notebook 04: the batch noise of one example's normalized output
+# --------------------------------------------------------------------------------------------
+
+
+def _bn_output_std_reference(z, batch_size, kurtosis=3.0):
+    """sqrt((B - 1) / B^2 * (1 + z^2 (kurtosis - 1) / 4)): the delta-method standard deviation
+    of ``(x - mu_B) / sigma_B`` for an example at z population standard deviations, whose
+    B - 1 batch mates are drawn at random."""
+    z, b = np.asarray(z, dtype=np.float64), np.asarray(batch_size, dtype=np.float64)
+    return np.sqrt((b - 1) / b**2 * (1 + z**2 * (kurtosis - 1) / 4))
+
+
+def _noise_variant(*, mates=lambda b: b - 1, var_term=lambda z, k: z**2 * (k - 1) / 4,
+                   root=True):
+    def fn(z, batch_size, kurtosis=3.0):
+        z, b = np.asarray(z, dtype=np.float64), np.asarray(batch_size, dtype=np.float64)
+        v = mates(b) / b**2 * (1 + var_term(z, kurtosis))
+        return np.sqrt(v) if root else v
+    return fn
+
+
+_NOISE_MISTAKES = (
+    Mistake("no_sqrt", "You return the variance of the normalized output, not its standard "
+                       "deviation.",
+            "Take the square root of the whole expression at the end.",
+            _noise_variant(root=False)),
+    Mistake("n_not_n_minus_1",
+            "You use 1/B for the variance of the batch mean, as if all B values were random. "
+            "The example itself is fixed; only its B - 1 batch mates are random, so the "
+            "fluctuating part of the mean is (sum of B - 1 values) / B, with variance "
+            "(B - 1) / B^2 (the two differ most for small batches: at B = 2, 1/4 vs 1/2).",
+            "Use (B - 1) / B**2 in place of 1 / B.",
+            _noise_variant(mates=lambda b: b)),
+    Mistake("std_of_a_mean",
+            "You return 1 / sqrt(B), the textbook standard deviation of a mean of B random "
+            "values: it counts the example as random and leaves out the noise of the batch "
+            "variance.",
+            "Use (B - 1) / B**2 for the mean and add the variance term z**2 (kurtosis - 1) / 4.",
+            _noise_variant(mates=lambda b: b, var_term=lambda z, k: 0 * z)),
+    Mistake("mean_noise_only",
+            "You keep only the noise of the batch mean. The batch variance is noisy too, and "
+            "its noise moves an example in proportion to how far it is from the mean (z).",
+            "Multiply by (1 + z**2 * (kurtosis - 1) / 4).",
+            _noise_variant(var_term=lambda z, k: 0 * z)),
+    Mistake("half_not_quarter",
+            "The variance term has (kurtosis - 1) / 2: you took the derivative of 1/sqrt(v), "
+            "-1/2, but did not square it. A variance picks up the square of the derivative, "
+            "1/4.",
+            "Use z**2 * (kurtosis - 1) / 4.",
+            _noise_variant(var_term=lambda z, k: z**2 * (k - 1) / 2)),
+    Mistake("kurtosis_not_minus_1",
+            "You use the kurtosis itself for the variance of the squared deviations. "
+            "Var[(x - mu)^2] = E[(x - mu)^4] - sigma^4 = (kurtosis - 1) sigma^4.",
+            "Use (kurtosis - 1), which is 2 for a Gaussian.",
+            _noise_variant(var_term=lambda z, k: z**2 * k / 4)),
+    Mistake("z_not_squared",
+            "The variance term uses z, not z**2, so an example below the mean (z < 0) gets "
+            "less noise than the mean itself. The noise of the scale moves x_hat by -z/2 times "
+            "the relative change of the variance; its variance has z**2.",
+            "Use z**2.",
+            _noise_variant(var_term=lambda z, k: z * (k - 1) / 4)),
+    Mistake("gaussian_only",
+            "You hard-code a Gaussian (kurtosis - 1 = 2) and ignore the `kurtosis` argument: "
+            "real features are often heavier- or lighter-tailed.",
+            "Use the `kurtosis` argument: z**2 * (kurtosis - 1) / 4.",
+            _noise_variant(var_term=lambda z, k: z**2 / 2)),
+)
+
+_NOISE_HINTS = (
+    Hint("gaussian", "your function is right for kurtosis 3 (a Gaussian) but not for other "
+                     "kurtoses: is the `kurtosis` argument used?"),
+)
+
+
+def _noise_cases() -> list[Case]:
+    return [
+        Case("z = [0, 0.5, -1.5, 2.5], batch_size = 16, kurtosis = 3",
+             (np.array([0.0, 0.5, -1.5, 2.5]), 16, 3.0), tags=frozenset({"gaussian"})),
+        Case("z = 1.5, batch_size = [2, 4, 8, 64, 256], kurtosis = 3",
+             (1.5, np.array([2, 4, 8, 64, 256]), 3.0), tags=frozenset({"gaussian"})),
+        Case("z = [-1, 0.3, 2], batch_size = 32, kurtosis = 6",
+             (np.array([-1.0, 0.3, 2.0]), 32, 6.0)),
+        Case("z = [1.2, -0.7], batch_size = 10, kurtosis = 1.8",
+             (np.array([1.2, -0.7]), 10, 1.8)),
+    ]
+
+
+def check_bn_output_std(fn: Callable[..., Any]) -> None:
+    """Check ``fn(z, batch_size, kurtosis=3.0)``: the standard deviation, over random batch
+    mates, of the normalized output of one example that lies ``z`` population standard
+    deviations from the mean, for a feature with the given kurtosis (delta method,
+    ``sqrt((B - 1) / B**2 * (1 + z**2 * (kurtosis - 1) / 4))``). ``z`` and ``batch_size`` may be
+    arrays that broadcast.
+
+    On success prints one deterministic line.
+
+    Raises:
+        ExerciseError: naming the mistake (variance instead of standard deviation, 1/B instead
+            of (B - 1)/B^2, a missing variance term, 1/2 instead of 1/4, ...).
+    """
+    check_function(
+        fn, _bn_output_std_reference, _noise_cases(), _NOISE_MISTAKES, _NOISE_HINTS,
+        name="check_bn_output_std", outputs=("std",),
+        advice="write it as sqrt(var_mean + var_scale): the batch mean's noise (B - 1) / B**2 "
+               "plus z**2 / 4 times the noise of the batch variance, (B - 1) / B**2 * "
+               "(kurtosis - 1).",
+    )
+
+
+__all__ += ["check_bn_output_std"]

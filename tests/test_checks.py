@@ -15,6 +15,7 @@ from bncourse.checks import (
     Mistake,
     check_backward,
     check_backward_compact,
+    check_batchnorm_module,
     check_forward,
     check_function,
     check_running_update,
@@ -586,3 +587,281 @@ def test_check_function_is_usable_for_a_new_exercise(capsys):
     with pytest.raises(ExerciseError, match=r"You return \|x\|\. Fix: Use np.maximum"):
         check_function(lambda x: np.sqrt(x**2), lambda x: np.maximum(x, 0), relu_cases,
                        [abs_mistake], name="check_relu")
+
+
+# ---------------------------------------------------------------------------------------------
+# check_batchnorm_module (notebook 02): learner-style module classes
+# ---------------------------------------------------------------------------------------------
+
+
+def _learner_bn(*, old_weight=False, store_biased=False, count=True, none=None, dims=None,
+                eval_batch=False, eval_update=False, norm_unbiased=False, detach=False,
+                update=True, stats_as_params=False, plain_count=False, names=("weight", "bias"),
+                var_init=1.0):
+    """A from-scratch BN module as a learner writes it, with switches for their mistakes."""
+    import torch
+    from torch import nn
+
+    class MyBatchNorm(nn.Module):
+        def __init__(self, num_features, eps=1e-5, momentum=0.1):
+            super().__init__()
+            self.eps, self.momentum = eps, momentum
+            setattr(self, names[0], nn.Parameter(torch.ones(num_features)))
+            setattr(self, names[1], nn.Parameter(torch.zeros(num_features)))
+            if stats_as_params:
+                self.running_mean = nn.Parameter(torch.zeros(num_features), requires_grad=False)
+                self.running_var = nn.Parameter(torch.ones(num_features), requires_grad=False)
+            else:
+                self.register_buffer("running_mean", torch.zeros(num_features))
+                self.register_buffer("running_var", torch.full((num_features,), var_init))
+            if plain_count:
+                self.num_batches_tracked = 0
+            else:
+                self.register_buffer("num_batches_tracked", torch.tensor(0))
+            self.seen = 0
+
+        def forward(self, x):
+            axes = dims(x) if dims else [0, *range(2, x.dim())]
+            shape = [1, -1] + [1] * (x.dim() - 2)
+            w, b = getattr(self, names[0]), getattr(self, names[1])
+            if self.training or eval_batch or eval_update:
+                mean = x.mean(axes)
+                var = ((x - mean.view(shape)) ** 2).mean(axes)
+                m = x.numel() // x.shape[1]
+            if self.training or eval_update:
+                self.seen += 1
+                if count:
+                    self.num_batches_tracked += 1
+                if self.momentum is None:
+                    f = none(self.seen) if none else 1 / self.seen
+                else:
+                    f = 1 - self.momentum if old_weight else self.momentum
+                with torch.no_grad():
+                    v = var if store_biased else var * m / (m - 1)
+                    if update:
+                        self.running_mean.copy_((1 - f) * self.running_mean + f * mean)
+                        self.running_var.copy_((1 - f) * self.running_var + f * v)
+            if self.training or eval_batch:
+                if detach:
+                    mean, var = mean.detach(), var.detach()
+                if norm_unbiased:
+                    var = var * m / (m - 1)
+            else:
+                mean, var = self.running_mean, self.running_var
+            x_hat = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+            return w.view(shape) * x_hat + b.view(shape)
+
+    return MyBatchNorm
+
+
+def test_learner_style_module_passes_with_two_deterministic_lines(capsys):
+    check_batchnorm_module(_learner_bn())
+    assert capsys.readouterr().out == (
+        "check_batchnorm_module: all 4 cases match the reference.\n"
+        "check_batchnorm_module: state_dict loads into nn.BatchNorm1d and back, with equal "
+        "eval outputs.\n")
+
+
+def test_the_package_batchnorm_passes(capsys):
+    from bncourse.nn import BatchNorm
+
+    check_batchnorm_module(BatchNorm)
+    assert "all 4 cases match" in capsys.readouterr().out
+
+
+_MODULE_BUGS = [
+    (dict(update=False), "not_updated", "never change in training mode"),
+    (dict(old_weight=True), "momentum_reversed", "momentum convention is reversed"),
+    (dict(store_biased=True), "biased_var", "stores the biased batch variance"),
+    (dict(count=False), "nbt_not_incremented", "num_batches_tracked is not incremented"),
+    (dict(none=lambda n: 0.1), "none_as_default", "treated as momentum=0.1"),
+    (dict(none=lambda n: 1.0), "none_assigns_batch", "overwrites the running statistics"),
+    (dict(none=lambda n: 1 / (n + 1)), "none_off_by_one", "off by one"),
+    (dict(eval_batch=True), "eval_batch_stats", "Eval mode still normalizes with the batch"),
+    (dict(eval_update=True), "updates_in_eval", "also updated in eval mode"),
+    (dict(norm_unbiased=True), "unbiased_norm", "normalizes with the unbiased variance"),
+    (dict(detach=True), "detached", "detached from the graph"),
+]
+
+
+@pytest.mark.parametrize("kw, key, phrase", _MODULE_BUGS, ids=[k for _, k, _ in _MODULE_BUGS])
+def test_module_mistake_is_named(kw, key, phrase):
+    err = _diagnosis(check_batchnorm_module, _learner_bn(**kw))
+    assert err.mistakes == (key,)
+    assert phrase in str(err)
+
+
+def test_module_ignoring_self_training_gets_both_eval_mistakes():
+    err = _diagnosis(check_batchnorm_module, _learner_bn(eval_batch=True, eval_update=True))
+    assert set(err.mistakes) == {"eval_batch_stats", "updates_in_eval"}
+
+
+def test_module_statistics_mixing_channels_for_3d_inputs_is_named():
+    import torch
+    from torch import nn
+
+    class MyBatchNorm(nn.Module):
+        def __init__(self, num_features, eps=1e-5, momentum=0.1):
+            super().__init__()
+            self.c, self.eps, self.momentum = num_features, eps, momentum
+            self.weight = nn.Parameter(torch.ones(num_features))
+            self.bias = nn.Parameter(torch.zeros(num_features))
+            self.register_buffer("running_mean", torch.zeros(num_features))
+            self.register_buffer("running_var", torch.ones(num_features))
+            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+        def forward(self, x):
+            shape = [1, -1] + [1] * (x.dim() - 2)
+            if not self.training:
+                mean, var = self.running_mean, self.running_var
+            else:
+                flat = x.reshape(-1, self.c)
+                mean, var = flat.mean(0), flat.var(0, unbiased=False)
+                self.num_batches_tracked += 1
+                f = 1 / int(self.num_batches_tracked) if self.momentum is None else self.momentum
+                m = flat.shape[0]
+                with torch.no_grad():
+                    self.running_mean.lerp_(mean, f)
+                    self.running_var.lerp_(var * m / (m - 1), f)
+            x_hat = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+            return self.weight.view(shape) * x_hat + self.bias.view(shape)
+
+    err = _diagnosis(check_batchnorm_module, MyBatchNorm)
+    assert err.mistakes == ("reshape_channels",)
+    assert "right for (N, C) inputs but not for (N, C, L)" in str(err)
+
+
+def test_module_with_statistics_over_dim_0_only_gets_the_3d_advice():
+    err = _diagnosis(check_batchnorm_module, _learner_bn(dims=lambda x: [0]))
+    assert "For (N, C, L) inputs, reduce over dims (0, 2)" in str(err)
+
+
+def test_running_statistics_as_parameters_are_named():
+    err = _diagnosis(check_batchnorm_module, _learner_bn(stats_as_params=True))
+    assert err.mistakes == ("stats_as_parameters",)
+    assert "registered as nn.Parameter" in str(err) and "register_buffer" in str(err)
+
+
+def test_num_batches_tracked_as_a_python_int_is_named():
+    err = _diagnosis(check_batchnorm_module, _learner_bn(plain_count=True))
+    assert err.mistakes == ("num_batches_tracked_not_buffer",)
+    assert "plain attribute (int)" in str(err)
+
+
+def test_gamma_beta_names_are_named():
+    err = _diagnosis(check_batchnorm_module, _learner_bn(names=("gamma", "beta")))
+    assert set(err.mistakes) == {"weight_not_parameter", "bias_not_parameter", "state_dict_keys"}
+    assert "gamma, beta" in str(err) or "beta, gamma" in str(err)
+
+
+def test_running_var_starting_at_zero_is_named():
+    err = _diagnosis(check_batchnorm_module, _learner_bn(var_init=0.0))
+    assert err.mistakes == ("running_var_init",)
+
+
+def test_num_batches_tracked_of_the_wrong_dtype_is_named():
+    import torch
+
+    class MyBatchNorm(_learner_bn()):
+        def __init__(self, num_features, eps=1e-5, momentum=0.1):
+            super().__init__(num_features, eps, momentum)
+            self.num_batches_tracked = torch.tensor(0.0)
+
+    assert _diagnosis(check_batchnorm_module, MyBatchNorm).mistakes == (
+        "num_batches_tracked_dtype",)
+
+
+def test_module_not_implemented_and_instances_and_torch_subclasses_are_refused():
+    from torch import nn
+
+    class MyBatchNorm(nn.Module):
+        def __init__(self, num_features, eps=1e-5, momentum=0.1):
+            raise NotImplementedError
+
+    assert "not implemented yet" in str(_diagnosis(check_batchnorm_module, MyBatchNorm))
+    assert _diagnosis(check_batchnorm_module, _learner_bn()(3)).mistakes == (
+        "not_a_module_class",)
+    assert _diagnosis(check_batchnorm_module, nn.BatchNorm1d).mistakes == (
+        "derives_from_torch_bn",)
+
+
+def test_module_with_a_wrong_constructor_signature_is_told_the_signature():
+    from torch import nn
+
+    class MyBatchNorm(nn.Module):
+        def __init__(self, num_features):
+            super().__init__()
+
+    msg = str(_diagnosis(check_batchnorm_module, MyBatchNorm))
+    assert "MyBatchNorm(num_features, eps=1e-5, momentum=0.1)" in msg
+
+
+def test_every_catalogued_module_mistake_is_told_apart_from_the_others():
+    for mistake in checks._MODULE_MISTAKES:
+        cls = checks._variant_module(mistake.key)
+        assert _diagnosis(check_batchnorm_module, cls).mistakes == (mistake.key,), mistake.key
+
+
+# ---------------------------------------------------------------------------------------------
+# check_ics_measure (notebook 03)
+# ---------------------------------------------------------------------------------------------
+
+
+def _ics_flat(grads):
+    return np.concatenate([g.ravel() for g in grads])
+
+
+def _ics_learner(grads_before, grads_after):
+    """A correct learner solution."""
+    a, b = _ics_flat(grads_before), _ics_flat(grads_after)
+    return np.sqrt(np.sum((a - b) ** 2)), np.dot(a, b) / np.sqrt(np.dot(a, a) * np.dot(b, b))
+
+
+def _ics_squared(gb, ga):
+    a, b = _ics_flat(gb), _ics_flat(ga)
+    return np.sum((a - b) ** 2), _ics_learner(gb, ga)[1]
+
+
+def _ics_per_tensor_cosine(gb, ga):
+    cosines = [np.dot(a.ravel(), b.ravel()) / (np.linalg.norm(a) * np.linalg.norm(b))
+               for a, b in zip(gb, ga, strict=True)]
+    return _ics_learner(gb, ga)[0], sum(cosines) / len(cosines)
+
+
+def _ics_dot(gb, ga):
+    return _ics_learner(gb, ga)[0], np.dot(_ics_flat(gb), _ics_flat(ga))
+
+
+def _ics_weight_only(gb, ga):
+    return _ics_learner(gb[:1], ga[:1])
+
+
+def test_check_ics_measure_accepts_a_correct_solution(capsys):
+    checks.check_ics_measure(_ics_learner)
+    assert capsys.readouterr().out == "check_ics_measure: all 3 cases match the reference.\n"
+
+
+@pytest.mark.parametrize("fn, key", [
+    (_ics_squared, "squared_l2"),
+    (_ics_per_tensor_cosine, "per_tensor_cosine"),
+    (_ics_dot, "unnormalized_cosine"),
+    (_ics_weight_only, "first_tensor_only"),
+    (lambda gb, ga: _ics_learner(gb, ga)[::-1], "outputs_swapped"),
+])
+def test_check_ics_measure_names_the_mistake(fn, key):
+    with pytest.raises(ExerciseError) as info:
+        checks.check_ics_measure(fn)
+    assert info.value.mistakes == (key,)
+
+
+def test_check_ics_measure_tells_every_catalogued_mistake_apart():
+    for mistake in checks._ICS_MISTAKES:
+        with pytest.raises(ExerciseError) as info:
+            checks.check_ics_measure(mistake.fn)
+        assert info.value.mistakes == (mistake.key,), mistake.key
+
+
+def test_check_ics_measure_reports_an_unknown_bug_with_advice():
+    with pytest.raises(ExerciseError, match="np.linalg.norm"):
+        checks.check_ics_measure(lambda gb, ga: (0.5 * _ics_learner(gb, ga)[0],
+                                                 _ics_learner(gb, ga)[1]))

@@ -1,0 +1,143 @@
+"""Teaching artefacts: stubs hide solutions, student copies run up to their first exercise,
+the build is idempotent, and every course notebook carries slide metadata."""
+
+import ast
+import hashlib
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from bncourse.teaching import (
+    SOLUTION_TAG,
+    add_slide_metadata,
+    build,
+    slide_type,
+    stub_source,
+)
+
+NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+SOLUTION = '''import numpy as np
+
+
+def forward(x, eps=1e-5):
+    """Normalizes x.
+
+    Shape: (N, C).
+    """
+    mu = x.mean(axis=0)
+    return (x - mu) / np.sqrt(x.var(axis=0) + eps)
+
+
+class Running:
+    """Running statistics."""
+
+    momentum = 0.1
+
+    def update(self, batch_mean):
+        self.mean = (1 - self.momentum) * self.mean + self.momentum * batch_mean
+
+
+SECRET_CONSTANT = 42
+'''
+
+
+def toy_notebook():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Toy\n\nIntro."),
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_markdown_cell("### Exercise"),
+        nbformat.v4.new_code_cell(SOLUTION, metadata={"tags": [SOLUTION_TAG]}),
+        nbformat.v4.new_code_cell("forward(np.ones((2, 3)))"),
+        nbformat.v4.new_markdown_cell("**Speaker notes:** ask first."),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    return nb
+
+
+def test_stub_keeps_imports_signatures_and_docstrings_only():
+    stub = stub_source(SOLUTION)
+    assert "import numpy as np" in stub
+    assert "def forward(x, eps=1e-5):" in stub and "Shape: (N, C)." in stub
+    assert "class Running:" in stub and "def update(self, batch_mean):" in stub
+    for secret in ("x.mean(axis=0)", "np.sqrt", "self.momentum * batch_mean", "SECRET_CONSTANT"):
+        assert secret not in stub
+    assert stub.count("raise NotImplementedError") == 2
+    ast.parse(stub)
+
+
+def test_stubbed_function_raises_not_implemented():
+    namespace = {}
+    exec(stub_source(SOLUTION), namespace)  # noqa: S102 -- our own stub
+    with pytest.raises(NotImplementedError, match="exercise"):
+        namespace["forward"](None)
+
+
+def test_build_writes_valid_student_copy_without_solutions_and_html(tmp_path):
+    source = tmp_path / "notebooks" / "01_toy.ipynb"
+    source.parent.mkdir()
+    nbformat.write(toy_notebook(), source)
+    written = build([source], tmp_path / "build")
+    assert sorted(p.relative_to(tmp_path / "build").as_posix() for p in written) == [
+        "html/01_toy.html", "student/01_toy.ipynb"]
+    student = nbformat.read(tmp_path / "build" / "student" / "01_toy.ipynb", as_version=4)
+    nbformat.validate(student)
+    assert "x.mean(axis=0)" not in student.cells[3].source
+    assert "x.mean(axis=0)" in nbformat.read(source, as_version=4).cells[3].source  # untouched
+    assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
+    assert "SECRET_CONSTANT" in (tmp_path / "build" / "html" / "01_toy.html").read_text()
+
+
+def test_build_is_idempotent(tmp_path):
+    source = tmp_path / "01_toy.ipynb"
+    nbformat.write(toy_notebook(), source)
+
+    def digests():
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in build([source], tmp_path / "build")}
+
+    assert digests() == digests()
+
+
+def test_build_refuses_to_overwrite_the_notebooks(tmp_path):
+    source = tmp_path / "student" / "01_toy.ipynb"
+    source.parent.mkdir()
+    nbformat.write(toy_notebook(), source)
+    with pytest.raises(ValueError, match="cannot overwrite the notebooks"):
+        build([source], tmp_path)
+
+
+def test_slide_types_follow_headings_and_speaker_notes():
+    nb = toy_notebook()
+    assert [slide_type(c) for c in nb.cells] == ["slide", "-", "subslide", "-", "-", "notes"]
+    assert add_slide_metadata(nb) and not add_slide_metadata(nb)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_course_notebook_has_slide_metadata_on_every_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    missing = [i for i, c in enumerate(nb.cells) if "slide_type" not in c.metadata.get(
+        "slideshow", {})]
+    assert not missing, f"cells without slide metadata: {missing}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_student_copy_runs_up_to_its_first_exercise_stub(path, tmp_path):
+    (student_path,) = [p for p in build([path], tmp_path) if p.suffix == ".ipynb"]
+    student = nbformat.read(student_path, as_version=4)
+    stubs = [i for i, c in enumerate(student.cells) if SOLUTION_TAG in c.metadata.get("tags", [])]
+    assert stubs, "no exercise in this notebook"
+    checker = stubs[0] + 1
+    student.cells = student.cells[: checker + 1]  # up to the first checker is enough
+    client = NotebookClient(student, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    with pytest.raises(CellExecutionError) as error:
+        client.execute()
+    ran = [c.get("execution_count") for c in student.cells if c.cell_type == "code"]
+    assert student.cells[checker].get("execution_count") == max(n for n in ran if n), (
+        "the first error must come from the first exercise's checker")
+    assert "not implemented" in str(error.value).lower()

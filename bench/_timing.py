@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 from collections.abc import Callable
 from typing import NamedTuple
 
+import torch
 from torch.utils.benchmark import Timer
 
 
@@ -45,3 +47,15 @@ def print_table(title: str, rows: list[Row]) -> None:
     for row in rows:
         print(f"{row.name:<50}{row.ratio:>7.2f}x{row.a_seconds * 1e3:>10.3f}"
               f"{row.b_seconds * 1e3:>10.3f}  {row.goal}")
+
+
+def run_cli(description: str, row_makers: list[Callable[[int, float], list[Row]]]) -> None:
+    """Parses ``--rounds`` and ``--min-run-time``, runs every row maker, prints one table."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--min-run-time", type=float, default=0.2)
+    args = parser.parse_args()
+    rows = [row for make in row_makers for row in make(args.rounds, args.min_run_time)]
+    print_table(f"{description}: float32, torch {torch.__version__}, "
+                f"{torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds",
+                rows)

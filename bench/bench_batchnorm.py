@@ -8,11 +8,9 @@ batch; numpy compact backward >= 2x faster than the staged one.
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import torch
-from _timing import Row, compare, print_table
+from _timing import Row, compare, run_cli
 
 from bncourse.functional import batchnorm_backward, batchnorm_backward_compact, batchnorm_forward
 from bncourse.nn import BatchNorm
@@ -72,12 +70,7 @@ def rows(rounds: int = 5, min_run_time: float = 0.2) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--min-run-time", type=float, default=0.2)
-    args = parser.parse_args()
-    print_table(f"batch norm, float32, torch {torch.__version__}, "
-                f"{torch.get_num_threads()} threads", rows(args.rounds, args.min_run_time))
+    run_cli("scratch vs native batch norm", [rows])
 
 
 if __name__ == "__main__":

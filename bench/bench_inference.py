@@ -12,10 +12,8 @@
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from _timing import Row, compare, print_table
+from _timing import Row, compare, run_cli
 from torch import nn
 
 from bncourse.models import cnn1d
@@ -88,12 +86,7 @@ def rows(rounds: int = 5, min_run_time: float = 0.2) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--min-run-time", type=float, default=0.2)
-    args = parser.parse_args()
-    print_table(f"inference, float32, torch {torch.__version__}, "
-                f"{torch.get_num_threads()} threads", rows(args.rounds, args.min_run_time))
+    run_cli("batch norm at inference", [rows])
 
 
 if __name__ == "__main__":

@@ -1448,7 +1448,7 @@ def _noise_variant(*, mates=lambda b: b - 1, var_term=lambda z, k: z**2 * (k - 1
                    root=True):
     def fn(z, batch_size, kurtosis=3.0):
         z, b = np.asarray(z, dtype=np.float64), np.asarray(batch_size, dtype=np.float64)
-        v = mates(b) / b**2 * (1 + var_term(z, kurtosis))
+        v = np.broadcast_to(mates(b) / b**2 * (1 + var_term(z, kurtosis)), np.broadcast(z, b).shape)
         return np.sqrt(v) if root else v
     return fn
 
@@ -1470,12 +1470,12 @@ _NOISE_MISTAKES = (
             "values: it counts the example as random and leaves out the noise of the batch "
             "variance.",
             "Use (B - 1) / B**2 for the mean and add the variance term z**2 (kurtosis - 1) / 4.",
-            _noise_variant(mates=lambda b: b, var_term=lambda z, k: 0 * z)),
+            _noise_variant(mates=lambda b: b, var_term=lambda z, k: 0)),
     Mistake("mean_noise_only",
             "You keep only the noise of the batch mean. The batch variance is noisy too, and "
             "its noise moves an example in proportion to how far it is from the mean (z).",
             "Multiply by (1 + z**2 * (kurtosis - 1) / 4).",
-            _noise_variant(var_term=lambda z, k: 0 * z)),
+            _noise_variant(var_term=lambda z, k: 0)),
     Mistake("half_not_quarter",
             "The variance term has (kurtosis - 1) / 2: you took the derivative of 1/sqrt(v), "
             "-1/2, but did not square it. A variance picks up the square of the derivative, "
@@ -1532,8 +1532,18 @@ def check_bn_output_std(fn: Callable[..., Any]) -> None:
         ExerciseError: naming the mistake (variance instead of standard deviation, 1/B instead
             of (B - 1)/B^2, a missing variance term, 1/2 instead of 1/4, ...).
     """
+    def per_input(z, batch_size, kurtosis=3.0):
+        # a formula that leaves z out returns one value for all z: spread it over the inputs
+        out = fn(z, batch_size, kurtosis)
+        try:
+            shape = np.broadcast(np.asarray(z), np.asarray(batch_size)).shape
+            return np.broadcast_to(np.asarray(out, dtype=np.float64), shape)
+        except (TypeError, ValueError):
+            return out
+
+    per_input.__name__ = _fn_name(fn)
     check_function(
-        fn, _bn_output_std_reference, _noise_cases(), _NOISE_MISTAKES, _NOISE_HINTS,
+        per_input, _bn_output_std_reference, _noise_cases(), _NOISE_MISTAKES, _NOISE_HINTS,
         name="check_bn_output_std", outputs=("std",),
         advice="write it as sqrt(var_mean + var_scale): the batch mean's noise (B - 1) / B**2 "
                "plus z**2 / 4 times the noise of the batch variance, (B - 1) / B**2 * "
@@ -1542,3 +1552,366 @@ def check_bn_output_std(fn: Callable[..., Any]) -> None:
 
 
 __all__ += ["check_bn_output_std"]
+
+
+# --------------------------------------------------------------------------------------------
+# Notebook 05: batch renormalization's r and d
+# --------------------------------------------------------------------------------------------
+
+
+def _renorm_reference(batch_mean, batch_var, running_mean, running_var, r_max, d_max, eps=1e-5):
+    batch_std, running_std = np.sqrt(batch_var + eps), np.sqrt(running_var + eps)
+    r = np.clip(batch_std / running_std, 1.0 / r_max, r_max)
+    d = np.clip((batch_mean - running_mean) / running_std, -d_max, d_max)
+    return r, d
+
+
+def _renorm_variant(r_fn, d_fn):
+    """The reference with r and/or d computed by the given (buggy) formulas."""
+    def variant(batch_mean, batch_var, running_mean, running_var, r_max, d_max, eps=1e-5):
+        r, d = _renorm_reference(batch_mean, batch_var, running_mean, running_var, r_max, d_max,
+                                 eps)
+        args = (batch_mean, batch_var, running_mean, running_var, r_max, d_max, eps)
+        return (r if r_fn is None else r_fn(*args)), (d if d_fn is None else d_fn(*args))
+    return variant
+
+
+def _sd(var, eps):
+    return np.sqrt(var + eps)
+
+
+_RENORM_MISTAKES = (
+    Mistake("no_clip",
+            "r and d are not clipped: without the limits, renormalization in training uses the "
+            "running statistics outright, and a single odd batch (or the first steps, when the "
+            "running statistics are still 0 and 1) can scale activations by any factor.",
+            "Clip r to [1/r_max, r_max] and d to [-d_max, d_max] (np.clip).",
+            _renorm_variant(lambda m, v, rm, rv, rx, dx, e: _sd(v, e) / _sd(rv, e),
+                            lambda m, v, rm, rv, rx, dx, e: (m - rm) / _sd(rv, e))),
+    Mistake("r_inverted",
+            "r is upside down: you divide the running standard deviation by the batch's. r "
+            "must turn the batch-normalized value into the running-normalized one, "
+            "(x - mu_B)/sigma_B * r = (x - mu_B)/sigma, so r = sigma_B / sigma.",
+            "r = np.sqrt(batch_var + eps) / np.sqrt(running_var + eps), then clip.",
+            _renorm_variant(lambda m, v, rm, rv, rx, dx, e:
+                            np.clip(_sd(rv, e) / _sd(v, e), 1 / rx, rx), None)),
+    Mistake("r_from_variances",
+            "r is a ratio of variances, not of standard deviations (a square root is missing).",
+            "Take the square roots: r = sqrt(batch_var + eps) / sqrt(running_var + eps).",
+            _renorm_variant(lambda m, v, rm, rv, rx, dx, e:
+                            np.clip((v + e) / (rv + e), 1 / rx, rx), None)),
+    Mistake("r_lower_limit",
+            "r is only clipped from above: its lower limit is 1/r_max, not 0 (or none), so a "
+            "batch with a much smaller spread than the running one slips through.",
+            "Clip on both sides: np.clip(r, 1 / r_max, r_max).",
+            _renorm_variant(lambda m, v, rm, rv, rx, dx, e:
+                            np.minimum(_sd(v, e) / _sd(rv, e), rx), None)),
+    Mistake("d_batch_std",
+            "d is divided by the batch standard deviation; it is measured in units of the "
+            "running one: d = (mu_B - mu) / sigma.",
+            "Divide by np.sqrt(running_var + eps).",
+            _renorm_variant(None, lambda m, v, rm, rv, rx, dx, e:
+                            np.clip((m - rm) / _sd(v, e), -dx, dx))),
+    Mistake("d_sign",
+            "d has the wrong sign: it is (batch mean - running mean) / sigma, so that "
+            "x_hat * r + d equals (x - running_mean) / sigma.",
+            "d = (batch_mean - running_mean) / np.sqrt(running_var + eps).",
+            _renorm_variant(None, lambda m, v, rm, rv, rx, dx, e:
+                            np.clip((rm - m) / _sd(rv, e), -dx, dx))),
+    Mistake("d_one_sided",
+            "d is only clipped from above: negative shifts must be limited too, to -d_max.",
+            "Clip on both sides: np.clip(d, -d_max, d_max).",
+            _renorm_variant(None, lambda m, v, rm, rv, rx, dx, e:
+                            np.minimum((m - rm) / _sd(rv, e), dx))),
+    Mistake("no_eps",
+            "eps is missing from the standard deviations: BN divides by sqrt(var + eps), and so "
+            "must r and d, or a channel with a tiny variance gets a different r and d.",
+            "Use np.sqrt(batch_var + eps) and np.sqrt(running_var + eps).",
+            _renorm_variant(lambda m, v, rm, rv, rx, dx, e:
+                            np.clip(np.sqrt(v) / np.sqrt(rv), 1 / rx, rx),
+                            lambda m, v, rm, rv, rx, dx, e:
+                            np.clip((m - rm) / np.sqrt(rv), -dx, dx))),
+)
+
+_RENORM_TINY = "the channel with a tiny variance (~1e-4), where eps matters"
+
+
+def _renorm_cases() -> list[Case]:
+    # channels: r below 1/r_max, r inside, r above r_max, d below -d_max, d inside, tiny variance
+    running_mean = np.array([0.5, -1.0, 2.0, 1.0, 0.0, 0.3])
+    running_var = np.array([4.0, 1.0, 0.25, 1.0, 2.0, 2e-4])
+    batch_mean = np.array([0.6, -0.2, 2.5, -9.0, 9.0, 0.301])
+    batch_var = np.array([0.01, 1.7, 9.0, 1.2, 0.5, 1e-4])
+    cases = []
+    for r_max, d_max, eps in [(3.0, 5.0, 1e-5), (1.5, 0.5, 1e-3), (1.0, 0.0, 1e-5)]:
+        cases.append(Case(
+            f"r_max={r_max:g}, d_max={d_max:g}, eps={eps:g}",
+            (batch_mean, batch_var, running_mean, running_var, r_max, d_max),
+            kwargs={"eps": eps}, channel_notes={5: _RENORM_TINY}))
+    return cases
+
+
+def check_renorm_rd(fn: Callable[..., Any]) -> None:
+    """Check ``fn(batch_mean, batch_var, running_mean, running_var, r_max, d_max, eps=1e-5)
+    -> (r, d)``, batch renormalization's correction (Ioffe 2017), on (C,) float64 arrays.
+
+    ``batch_var`` is the biased batch variance, ``running_var`` the running one;
+    ``r = clip(sqrt(batch_var + eps) / sqrt(running_var + eps), 1/r_max, r_max)`` and
+    ``d = clip((batch_mean - running_mean) / sqrt(running_var + eps), -d_max, d_max)``.
+    Three cases: the paper's limits (3, 5), tight ones (1.5, 0.5), and (1, 0), where r = 1 and
+    d = 0 (plain BN). On success prints one deterministic line.
+
+    Raises:
+        ExerciseError: with a diagnosis in plain words when ``fn`` is wrong.
+    """
+    check_function(
+        fn, _renorm_reference, _renorm_cases(), _RENORM_MISTAKES,
+        name="check_renorm_rd", outputs=("r", "d"),
+        advice="compute sigma_B = sqrt(batch_var + eps) and sigma = sqrt(running_var + eps) "
+               "first; r = sigma_B / sigma, d = (batch_mean - running_mean) / sigma; then clip "
+               "both, on both sides.",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Notebook 06: folding an eval-mode BN into the Linear layer before it
+# --------------------------------------------------------------------------------------------
+
+
+def _fold_reference(weight, bias, gamma, beta, running_mean, running_var, eps=1e-5):
+    """W' = s W (row c scaled by s_c), b' = s (b - running_mean) + beta,
+    s = gamma / sqrt(running_var + eps)."""
+    s = gamma / np.sqrt(running_var + eps)
+    return weight * s[:, None], s * (bias - running_mean) + beta
+
+
+def _fold_variant(*, scale=None, rows=True, bias_fn=None):
+    """The reference with one bug: ``scale(gamma, var, eps) -> s``, ``rows=False`` scales the
+    columns (input features), ``bias_fn(s, b, beta, mean) -> b'``."""
+    def fn(weight, bias, gamma, beta, running_mean, running_var, eps=1e-5):
+        s = (gamma / np.sqrt(running_var + eps) if scale is None
+             else scale(gamma, running_var, eps))
+        w = weight * s[:, None] if rows else weight * s[None, :]
+        b = s * (bias - running_mean) + beta if bias_fn is None else bias_fn(s, bias, beta,
+                                                                            running_mean)
+        return w, b
+    return fn
+
+
+_FOLD_MISTAKES = (
+    Mistake("forgot_eps",
+            "The scale is gamma / sqrt(running_var): eps is missing. Eval-mode BN divides by "
+            "sqrt(running_var + eps), and for a channel with a small running variance the "
+            "difference is large.",
+            "s = gamma / np.sqrt(running_var + eps).",
+            _fold_variant(scale=lambda g, v, e: g / np.sqrt(v))),
+    Mistake("std_not_inverse",
+            "The scale multiplies by the standard deviation, gamma * sqrt(running_var + eps); "
+            "BN divides by it.",
+            "s = gamma / np.sqrt(running_var + eps).",
+            _fold_variant(scale=lambda g, v, e: g * np.sqrt(v + e))),
+    Mistake("variance_not_std",
+            "The scale divides by the variance, gamma / (running_var + eps): the square root is "
+            "missing.",
+            "s = gamma / np.sqrt(running_var + eps).",
+            _fold_variant(scale=lambda g, v, e: g / (v + e))),
+    Mistake("forgot_gamma",
+            "The scale is 1 / sqrt(running_var + eps): gamma is missing.",
+            "s = gamma / np.sqrt(running_var + eps).",
+            _fold_variant(scale=lambda g, v, e: 1.0 / np.sqrt(v + e))),
+    Mistake("scaled_input_features",
+            "The weight's columns (input features) are scaled: W * s[None, :]. BN acts on the "
+            "layer's outputs, so row c of W (output feature c) gets s_c. (Every case has a square "
+            "W, so both broadcast; with a non-square W this bug raises a shape error instead.)",
+            "W_folded = weight * s[:, None] (for a Conv weight: s.reshape(-1, 1, 1)).",
+            _fold_variant(rows=False)),
+    Mistake("forgot_running_mean",
+            "The bias leaves out the running mean: s * b + beta. BN subtracts running_mean "
+            "before scaling.",
+            "b_folded = s * (bias - running_mean) + beta.",
+            _fold_variant(bias_fn=lambda s, b, beta, m: s * b + beta)),
+    Mistake("ignored_layer_bias",
+            "The bias ignores the Linear layer's own bias: beta - s * running_mean. In eval "
+            "mode the bias is not cancelled (the running mean is fixed), so it must be folded "
+            "in too.",
+            "b_folded = s * (bias - running_mean) + beta.",
+            _fold_variant(bias_fn=lambda s, b, beta, m: beta - s * m)),
+    Mistake("unscaled_layer_bias",
+            "The layer's own bias is added unscaled: b + beta - s * running_mean. It passes "
+            "through BN's scale like the rest of the layer's output.",
+            "b_folded = s * (bias - running_mean) + beta.",
+            _fold_variant(bias_fn=lambda s, b, beta, m: b + beta - s * m)),
+    Mistake("mean_sign",
+            "The running mean is added, s * (bias + running_mean) + beta; BN subtracts it.",
+            "b_folded = s * (bias - running_mean) + beta.",
+            _fold_variant(bias_fn=lambda s, b, beta, m: s * (b + m) + beta)),
+    Mistake("forgot_beta",
+            "The bias leaves out beta: s * (bias - running_mean).",
+            "b_folded = s * (bias - running_mean) + beta.",
+            _fold_variant(bias_fn=lambda s, b, beta, m: s * (b - m))),
+)
+
+
+def _fold_cases() -> list[Case]:
+    """Square weights (so a row/column mix-up broadcasts and can be named); running means far
+    from 0, gamma and beta far from 1 and 0, non-zero layer biases; channel C // 2 has a tiny
+    running variance (~1e-4), where eps changes the scale by ~5%."""
+    rng = np.random.default_rng(SEED + 6)
+    cases = []
+    for c, eps in [(4, 1e-5), (6, 1e-3), (5, 1e-5)]:
+        var = rng.uniform(0.5, 4.0, c)
+        var[c // 2] = 1e-4
+        args = (rng.normal(size=(c, c)), rng.uniform(-2, 2, c), rng.uniform(1.5, 3.0, c),
+                rng.choice([-1.0, 1.0], c) * rng.uniform(0.5, 2.0, c), rng.uniform(-3, 3, c), var)
+        cases.append(Case(f"\"Linear({c}, {c}) + BatchNorm1d({c}), eps={eps:g}\"", args,
+                          {"eps": eps}, channel_notes={c // 2: _TINY}))
+    return cases
+
+
+def check_fold_linear_bn(fn: Callable[..., Any]) -> None:
+    """Check ``fn(weight, bias, gamma, beta, running_mean, running_var, eps=1e-5)``: the weight
+    (C_out, C_in) and bias (C_out,) of one Linear layer with an eval-mode BN folded into it::
+
+        s = gamma / sqrt(running_var + eps)
+        W_folded = s[:, None] * weight          # row c (output feature c) scaled by s_c
+        b_folded = s * (bias - running_mean) + beta
+
+    ``fn`` must return ``(W_folded, b_folded)`` as numpy arrays and leave its inputs unchanged.
+    Three float64 cases with square weights and a channel of tiny running variance.
+
+    Raises:
+        ExerciseError: naming the mistake (eps forgotten, std instead of 1/std, the running
+            mean or the layer's bias left out of the bias, columns scaled instead of rows, ...).
+    """
+    check_function(
+        fn, _fold_reference, _fold_cases(), _FOLD_MISTAKES,
+        name="check_fold_linear_bn", outputs=("W_folded", "b_folded"),
+        advice="write eval-mode BN of z = W x + b as s * (z - running_mean) + beta with "
+               "s = gamma / sqrt(running_var + eps), then expand: the x-term is the new weight, "
+               "the rest the new bias.",
+    )
+
+
+__all__ += ["check_fold_linear_bn"]
+
+
+# --------------------------------------------------------------------------------------------
+# Notebook 07: a verdict from per-seed results
+# --------------------------------------------------------------------------------------------
+
+
+def _pooled_sd(a, b, ddof=1):
+    return np.sqrt((np.var(a, ddof=ddof) + np.var(b, ddof=ddof)) / 2)
+
+
+def _seed_verdict_reference(a, b, k=2.0):
+    """diff = mean(a) - mean(b); margin = k * sqrt((var(a) + var(b)) / 2) with sample variances
+    (ddof=1); verdict = +1 if diff > margin, -1 if diff < -margin, else 0."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    diff = a.mean() - b.mean()
+    margin = k * _pooled_sd(a, b)
+    return diff, margin, float(np.sign(diff) * (abs(diff) > margin))
+
+
+def _verdict_variant(*, diff_fn=None, sd_fn=None, k_fn=None, decide=None):
+    def fn(a, b, k=2.0):
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        diff = a.mean() - b.mean() if diff_fn is None else diff_fn(a, b)
+        margin = (k if k_fn is None else k_fn(k)) * (_pooled_sd(a, b) if sd_fn is None
+                                                     else sd_fn(a, b))
+        if decide is None:
+            verdict = float(np.sign(diff) * (abs(diff) > margin))
+        else:
+            verdict = decide(diff, margin)
+        return diff, margin, verdict
+    return fn
+
+
+_VERDICT_MISTAKES = (
+    Mistake("means_only",
+            "You compare the means only (margin 0): any difference, however small next to the "
+            "seed-to-seed spread, becomes a verdict. With three seeds a difference of half a "
+            "standard deviation happens by chance all the time.",
+            "margin = k * sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2); decide only when "
+            "|diff| > margin.",
+            _verdict_variant(sd_fn=lambda a, b: 0.0)),
+    Mistake("one_seed",
+            "Your difference uses only the first seed, a[0] - b[0]. One seed is one draw of the "
+            "noise; the claim is about the average over seeds.",
+            "diff = np.mean(a) - np.mean(b).",
+            _verdict_variant(diff_fn=lambda a, b: a[0] - b[0])),
+    Mistake("no_abs",
+            "A clear win for b is reported as 0 (undecided): you test diff > margin only. The "
+            "margin applies to the size of the difference, |diff|, whatever its sign.",
+            "verdict = np.sign(diff) if abs(diff) > margin else 0.",
+            _verdict_variant(decide=lambda d, m: 1.0 if d > m else 0.0)),
+    Mistake("reversed",
+            "Your difference is mean(b) - mean(a): every verdict comes out with the wrong sign.",
+            "diff = np.mean(a) - np.mean(b) (a first).",
+            _verdict_variant(diff_fn=lambda a, b: b.mean() - a.mean())),
+    Mistake("population_sd",
+            "Your standard deviations divide by n (np.std's default, ddof=0). With 3 seeds that "
+            "shrinks the spread by a factor sqrt(2/3) and makes chance differences look "
+            "decided.",
+            "Use np.var(a, ddof=1) (or np.std(a, ddof=1)).",
+            _verdict_variant(sd_fn=lambda a, b: _pooled_sd(a, b, ddof=0))),
+    Mistake("sd_of_difference",
+            "Your spread is sqrt(var(a) + var(b)), without dividing by 2: that is the standard "
+            "deviation of a difference of two single runs, not the pooled spread of one run.",
+            "pooled_sd = sqrt((var(a) + var(b)) / 2).",
+            _verdict_variant(sd_fn=lambda a, b: np.sqrt(np.var(a, ddof=1) + np.var(b, ddof=1)))),
+    Mistake("mean_of_sds",
+            "You average the two standard deviations, (sd(a) + sd(b)) / 2. Pooling averages the "
+            "variances and then takes the root; the two differ when the spreads differ.",
+            "pooled_sd = sqrt((var(a) + var(b)) / 2).",
+            _verdict_variant(sd_fn=lambda a, b: (np.std(a, ddof=1) + np.std(b, ddof=1)) / 2)),
+    Mistake("fixed_k",
+            "Your margin ignores the argument k (it is always 2 pooled standard deviations).",
+            "margin = k * pooled_sd.",
+            _verdict_variant(k_fn=lambda k: 2.0)),
+)
+
+
+def _verdict_cases() -> list[Case]:
+    """Per-seed accuracies: a clear win for a, a clear win for b (to catch a missing |.|), an
+    overlap (undecided), and unequal spreads with k = 3 (just undecided; decided by any of the
+    smaller margins)."""
+    arr = np.array
+    return [
+        Case("a = [0.52, 0.55, 0.50], b = [0.40, 0.43, 0.41], k = 2",
+             (arr([0.52, 0.55, 0.50]), arr([0.40, 0.43, 0.41])), {"k": 2.0}),
+        Case("a = [0.30, 0.33, 0.31, 0.29, 0.32], b = [0.45, 0.41, 0.47, 0.44, 0.43], k = 2",
+             (arr([0.30, 0.33, 0.31, 0.29, 0.32]), arr([0.45, 0.41, 0.47, 0.44, 0.43])),
+             {"k": 2.0}),
+        Case("a = [0.40, 0.46, 0.38, 0.44], b = [0.41, 0.39, 0.43, 0.37], k = 2",
+             (arr([0.40, 0.46, 0.38, 0.44]), arr([0.41, 0.39, 0.43, 0.37])), {"k": 2.0}),
+        Case("a = [0.60, 0.50, 0.55], b = [0.45, 0.46, 0.44], k = 3",
+             (arr([0.60, 0.50, 0.55]), arr([0.45, 0.46, 0.44])), {"k": 3.0}),
+    ]
+
+
+def check_seed_verdict(fn: Callable[..., Any]) -> None:
+    """Check ``fn(a, b, k=2.0)``: a verdict on "a beats b" from per-seed results ``a`` and ``b``
+    (1-D arrays, at least two seeds each)::
+
+        diff    = mean(a) - mean(b)
+        margin  = k * sqrt((var(a) + var(b)) / 2)      # sample variances, ddof=1
+        verdict = +1 if diff > margin, -1 if diff < -margin, else 0
+
+    ``fn`` must return ``(diff, margin, verdict)`` as numbers. Four cases: a clear win each
+    way, an overlap, and unequal spreads with ``k = 3``.
+
+    Raises:
+        ExerciseError: naming the mistake (means compared without a margin, one seed used,
+            the absolute value forgotten, ddof=0, the standard deviations averaged, ...).
+    """
+    check_function(
+        fn, _seed_verdict_reference, _verdict_cases(), _VERDICT_MISTAKES,
+        name="check_seed_verdict", outputs=("diff", "margin", "verdict"),
+        advice="compute the two means and the two sample variances (ddof=1), pool the "
+               "variances (average, then square root), multiply by k, and compare |diff| with "
+               "that margin.",
+    )
+
+
+__all__ += ["check_seed_verdict"]

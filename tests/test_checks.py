@@ -865,3 +865,258 @@ def test_check_ics_measure_reports_an_unknown_bug_with_advice():
     with pytest.raises(ExerciseError, match="np.linalg.norm"):
         checks.check_ics_measure(lambda gb, ga: (0.5 * _ics_learner(gb, ga)[0],
                                                  _ics_learner(gb, ga)[1]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 05: check_renorm_rd
+# ---------------------------------------------------------------------------------------------
+
+
+def _learner_renorm(*, invert=False, no_eps=False, one_sided_d=False, clip=True):
+    """A learner's r, d of batch renormalization, with one optional bug."""
+    def renorm_rd(batch_mean, batch_var, running_mean, running_var, r_max, d_max, eps=1e-5):
+        e = 0.0 if no_eps else eps
+        sigma_b, sigma = np.sqrt(batch_var + e), np.sqrt(running_var + e)
+        r = sigma / sigma_b if invert else sigma_b / sigma
+        d = (batch_mean - running_mean) / sigma
+        if clip:
+            r = np.clip(r, 1 / r_max, r_max)
+            d = np.minimum(d, d_max) if one_sided_d else np.clip(d, -d_max, d_max)
+        return r, d
+    return renorm_rd
+
+
+def test_renorm_reference_passes(capsys):
+    checks.check_renorm_rd(_learner_renorm())
+    assert capsys.readouterr().out == "check_renorm_rd: all 3 cases match the reference.\n"
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    ({"invert": True}, "r_inverted"), ({"no_eps": True}, "no_eps"),
+    ({"one_sided_d": True}, "d_one_sided"), ({"clip": False}, "no_clip"),
+])
+def test_renorm_learner_mistakes_are_named(kwargs, key):
+    err = _diagnosis(checks.check_renorm_rd, _learner_renorm(**kwargs))
+    assert err.mistakes == (key,)
+
+
+def test_every_catalogued_renorm_mistake_is_told_apart_from_the_others():
+    for mistake in checks._RENORM_MISTAKES:
+        assert _diagnosis(checks.check_renorm_rd, mistake.fn).mistakes == (mistake.key,), \
+            mistake.key
+
+
+def test_renorm_unknown_bug_gets_the_advice():
+    def renorm_rd(batch_mean, batch_var, running_mean, running_var, r_max, d_max, eps=1e-5):
+        return np.ones_like(batch_mean), np.zeros_like(batch_mean)
+
+    msg = str(_diagnosis(checks.check_renorm_rd, renorm_rd))
+    assert "not by a mistake this checker knows" in msg and "Hint:" in msg
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 04: check_bn_output_std
+# ---------------------------------------------------------------------------------------------
+
+
+def _learner_noise_std(z, batch_size, kurtosis=3.0, *, mates_are_b=False, drop_var=False,
+                       half=False, kurt_raw=False, z_plain=False, gaussian=False, root=True):
+    """A learner's delta-method noise of x_hat, correct unless a flag adds one mistake."""
+    z, b = np.asarray(z, dtype=float), np.asarray(batch_size, dtype=float)
+    var_mu = (b if mates_are_b else b - 1) / (b * b)
+    zz = z if z_plain else z * z
+    excess = 2.0 if gaussian else (kurtosis if kurt_raw else kurtosis - 1)
+    term = 0.0 if drop_var else zz * excess * (0.5 if half else 0.25)
+    v = var_mu * (1 + term)
+    return np.sqrt(v) if root else v
+
+
+def test_noise_std_reference_passes(capsys):
+    checks.check_bn_output_std(_learner_noise_std)
+    assert capsys.readouterr().out == "check_bn_output_std: all 4 cases match the reference.\n"
+
+
+def test_noise_std_matches_a_monte_carlo_estimate_for_large_batches():
+    rng = np.random.default_rng(0)
+    z, b = 1.5, 64
+    mates = rng.standard_normal((20000, b - 1))
+    batch = np.concatenate([np.full((20000, 1), z), mates], axis=1)
+    x_hat = (z - batch.mean(1)) / batch.std(1)
+    assert abs(x_hat.std() / _learner_noise_std(z, b) - 1) < 0.05
+
+
+@pytest.mark.parametrize("flags, key", [
+    (dict(root=False), "no_sqrt"),
+    (dict(mates_are_b=True), "n_not_n_minus_1"),
+    (dict(mates_are_b=True, drop_var=True), "std_of_a_mean"),
+    (dict(drop_var=True), "mean_noise_only"),
+    (dict(half=True), "half_not_quarter"),
+    (dict(kurt_raw=True), "kurtosis_not_minus_1"),
+    (dict(z_plain=True), "z_not_squared"),
+    (dict(gaussian=True), "gaussian_only"),
+])
+def test_noise_std_mistakes_are_named(flags, key):
+    def fn(z, batch_size, kurtosis=3.0):
+        return _learner_noise_std(z, batch_size, kurtosis, **flags)
+
+    assert _diagnosis(checks.check_bn_output_std, fn).mistakes == (key,)
+
+
+def test_noise_std_ignoring_kurtosis_gets_the_gaussian_hint():
+    def fn(z, batch_size, kurtosis=3.0):
+        return _learner_noise_std(z, batch_size, gaussian=True)
+
+    assert "right for kurtosis 3" in str(_diagnosis(checks.check_bn_output_std, fn))
+
+
+def test_noise_std_unknown_bug_and_stub_are_explained():
+    def stub(z, batch_size, kurtosis=3.0):
+        raise NotImplementedError
+
+    assert "not implemented yet" in str(_diagnosis(checks.check_bn_output_std, stub))
+
+    def odd(z, batch_size, kurtosis=3.0):
+        return 2 * _learner_noise_std(z, batch_size, kurtosis)
+
+    err = _diagnosis(checks.check_bn_output_std, odd)
+    assert err.mistakes == () and "Hint: write it as sqrt(var_mean + var_scale)" in str(err)
+
+
+# ---------------------------------------------------------------------------------------------
+# check_fold_linear_bn (notebook 06)
+# ---------------------------------------------------------------------------------------------
+
+
+def _fold_learner(weight, bias, gamma, beta, running_mean, running_var, eps=1e-5):
+    """A correct learner solution."""
+    inv_std = 1.0 / np.sqrt(running_var + eps)
+    scale = gamma * inv_std
+    return weight * scale.reshape(-1, 1), (bias - running_mean) * scale + beta
+
+
+def _fold_learner_bug(bug):
+    def fn(weight, bias, gamma, beta, running_mean, running_var, eps=1e-5):
+        std = np.sqrt(running_var + (0.0 if bug == "forgot_eps" else eps))
+        scale = gamma * std if bug == "std_not_inverse" else gamma / std
+        if bug == "scaled_input_features":
+            new_w = weight * scale
+        else:
+            new_w = (weight.T * scale).T
+        if bug == "forgot_running_mean":
+            new_b = scale * bias + beta
+        elif bug == "ignored_layer_bias":
+            new_b = beta - running_mean * scale
+        else:
+            new_b = scale * (bias - running_mean) + beta
+        return new_w, new_b
+    return fn
+
+
+def test_check_fold_linear_bn_accepts_a_correct_solution(capsys):
+    checks.check_fold_linear_bn(_fold_learner)
+    assert capsys.readouterr().out == "check_fold_linear_bn: all 3 cases match the reference.\n"
+
+
+@pytest.mark.parametrize("key", ["forgot_eps", "std_not_inverse", "scaled_input_features",
+                                 "forgot_running_mean", "ignored_layer_bias"])
+def test_check_fold_linear_bn_names_the_mistake(key):
+    with pytest.raises(ExerciseError) as info:
+        checks.check_fold_linear_bn(_fold_learner_bug(key))
+    assert info.value.mistakes == (key,)
+    assert "Fix:" in str(info.value)
+
+
+def test_check_fold_linear_bn_tells_every_catalogued_mistake_apart():
+    for mistake in checks._FOLD_MISTAKES:
+        with pytest.raises(ExerciseError) as info:
+            checks.check_fold_linear_bn(mistake.fn)
+        assert info.value.mistakes == (mistake.key,), mistake.key
+
+
+def test_check_fold_linear_bn_agrees_with_torch_fuse_linear_bn_eval():
+    import torch
+    from torch.nn.utils.fusion import fuse_linear_bn_eval
+
+    torch.manual_seed(0)
+    linear, bn = torch.nn.Linear(5, 4).double(), torch.nn.BatchNorm1d(4).double()
+    with torch.no_grad():
+        bn.running_mean.uniform_(-2, 2)
+        bn.running_var.uniform_(0.5, 3)
+        bn.weight.uniform_(0.5, 2)
+        bn.bias.uniform_(-1, 1)
+    fused = fuse_linear_bn_eval(linear.eval(), bn.eval())
+    w, b = _fold_learner(*(t.detach().numpy() for t in (linear.weight, linear.bias, bn.weight,
+                           bn.bias, bn.running_mean, bn.running_var)), bn.eps)
+    np.testing.assert_allclose(w, fused.weight.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(b, fused.bias.detach().numpy(), rtol=1e-12)
+
+
+def test_check_fold_linear_bn_reports_an_unknown_bug_with_advice():
+    with pytest.raises(ExerciseError, match="the x-term is the new weight") as info:
+        checks.check_fold_linear_bn(
+            lambda *a, **k: (_fold_learner(*a, **k)[0] * 1.01, _fold_learner(*a, **k)[1]))
+    assert info.value.mistakes == ()
+
+
+def test_check_fold_linear_bn_reports_a_modified_input():
+    def in_place(weight, bias, gamma, beta, running_mean, running_var, eps=1e-5):
+        w, b = _fold_learner(weight, bias, gamma, beta, running_mean, running_var, eps)
+        weight *= 2
+        return w, b
+
+    with pytest.raises(ExerciseError, match="changed its input `weight` in place"):
+        checks.check_fold_linear_bn(in_place)
+
+
+# --- notebook 07: a verdict from per-seed results ---------------------------------------------
+
+
+def _verdict_learner(a, b, k=2.0):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diff = a.mean() - b.mean()
+    margin = k * np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    return diff, margin, int(np.sign(diff)) if abs(diff) > margin else 0
+
+
+def test_check_seed_verdict_accepts_a_correct_solution(capsys):
+    checks.check_seed_verdict(_verdict_learner)
+    assert capsys.readouterr().out == "check_seed_verdict: all 4 cases match the reference.\n"
+
+
+def test_check_seed_verdict_tells_every_catalogued_mistake_apart():
+    for mistake in checks._VERDICT_MISTAKES:
+        with pytest.raises(ExerciseError) as info:
+            checks.check_seed_verdict(mistake.fn)
+        assert info.value.mistakes == (mistake.key,), mistake.key
+        assert "Fix:" in str(info.value)
+
+
+def test_check_seed_verdict_names_a_forgotten_absolute_value():
+    def no_abs(a, b, k=2.0):
+        diff, margin, _ = _verdict_learner(a, b, k)
+        return diff, margin, 1 if diff > margin else 0
+
+    with pytest.raises(ExerciseError, match=r"\|diff\|") as info:
+        checks.check_seed_verdict(no_abs)
+    assert info.value.mistakes == ("no_abs",)
+
+
+def test_check_seed_verdict_reference_decides_each_case():
+    verdicts = [checks._seed_verdict_reference(*c.args, **c.kwargs)[2]
+                for c in checks._verdict_cases()]
+    assert verdicts == [1.0, -1.0, 0.0, 0.0]
+
+
+def test_check_seed_verdict_reports_an_unknown_bug_with_advice():
+    def off(a, b, k=2.0):
+        diff, margin, verdict = _verdict_learner(a, b, k)
+        return diff, 1.1 * margin, verdict
+
+    with pytest.raises(ExerciseError, match="pool the variances") as info:
+        checks.check_seed_verdict(off)
+    assert info.value.mistakes == ()
+
+
+def test_check_seed_verdict_reports_a_missing_return():
+    with pytest.raises(ExerciseError, match="returned None"):
+        checks.check_seed_verdict(lambda a, b, k=2.0: None)

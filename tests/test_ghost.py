@@ -115,3 +115,17 @@ def test_output_shape_and_per_ghost_zero_mean_for_any_split(n, ghost_size, lengt
     for chunk in out.split(ghost_size):
         torch.testing.assert_close(chunk.mean((0, 2)), torch.zeros(2, dtype=torch.float64),
                                    atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(12, 3), (12, 3, 4)])
+def test_vectorized_even_split_equals_ghost_by_ghost(shape):
+    _, ghost = pair(ghost=4)
+    x = (torch.randn(shape, dtype=torch.float64) * 2 + 1).requires_grad_(True)
+    dout = torch.randn(shape, dtype=torch.float64)
+    results = []
+    for normalize in (ghost._normalize_even_ghosts, ghost._normalize_chunks):
+        out, means, variances = normalize(x)[:3]
+        grads = torch.autograd.grad(out, [x, ghost.weight, ghost.bias], dout)
+        results.append((out, means, variances, *grads))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)

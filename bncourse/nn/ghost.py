@@ -49,6 +49,32 @@ class GhostBatchNorm(_BatchNormBase):
         return f"{super().extra_repr()}, ghost_batch_size={self.ghost_batch_size}"
 
     def _normalize_batch(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
+        n, c, g = x.shape[0], x.shape[1], self.ghost_batch_size
+        if n % g == 0 and n > g:
+            out, means, variances = self._normalize_even_ghosts(x)
+            counts = [x.numel() // (c * (n // g))] * (n // g)
+        else:
+            out, means, variances, counts = self._normalize_chunks(x)
+        weights = x.new_tensor(counts).unsqueeze(1) / sum(counts)             # (G, 1)
+        mean = (weights * means).sum(0)                                       # (C,)
+        var = (weights * (variances + (means - mean) ** 2)).sum(0)            # (C,) biased
+        return out, mean, var, sum(counts)
+
+    def _normalize_even_ghosts(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """All ghost batches at once: ghost k's channel j becomes channel k * C + j of a
+        (g, G * C, *) tensor, so one batch-norm call gives per-ghost statistics."""
+        n, c, g = x.shape[0], x.shape[1], self.ghost_batch_size
+        ghosts, rest = n // g, x.shape[2:]
+        check_input_shape((g, ghosts * c, *rest), None, training=True)
+        stacked = x.reshape(ghosts, g, c, *rest).transpose(0, 1).reshape(g, ghosts * c, *rest)
+        weight = None if self.weight is None else self.weight.repeat(ghosts)
+        bias = None if self.bias is None else self.bias.repeat(ghosts)
+        out, mean, var = batch_norm_train(stacked, weight, bias, self.eps)    # (g, G*C, *)
+        out = out.reshape(g, ghosts, c, *rest).transpose(0, 1).reshape(x.shape)
+        return out, mean.reshape(ghosts, c), var.reshape(ghosts, c)
+
+    def _normalize_chunks(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, list[int]]:
+        """Ghost batches one by one (the last may be smaller)."""
         chunks = x.split(self.ghost_batch_size, dim=0)
         for chunk in chunks:  # a short last chunk may have a single value per channel
             check_input_shape(tuple(chunk.shape), self.num_features, training=True)
@@ -59,8 +85,4 @@ class GhostBatchNorm(_BatchNormBase):
             means.append(mean)
             variances.append(var)
             counts.append(chunk.numel() // chunk.shape[1])
-        means, variances = torch.stack(means), torch.stack(variances)         # (G, C)
-        weights = x.new_tensor(counts).unsqueeze(1) / sum(counts)             # (G, 1)
-        mean = (weights * means).sum(0)                                       # (C,)
-        var = (weights * (variances + (means - mean) ** 2)).sum(0)            # (C,) biased
-        return torch.cat(outs), mean, var, sum(counts)
+        return torch.cat(outs), torch.stack(means), torch.stack(variances), counts

@@ -26,8 +26,8 @@ class _SyncBatchNormFunction(torch.autograd.Function):
 
     Forward (two all-reduces, two-pass as in the single-process version, so equally accurate)::
 
-        M    = all_reduce(local count)                  # values per channel, all workers
-        mean = all_reduce(sum(x)) / M                   # (C,)
+        M, S = all_reduce([local count, sum(x)])        # values per channel, all workers
+        mean = S / M                                    # (C,)
         var  = all_reduce(sum((x - mean) ** 2)) / M     # (C,) biased
 
     Backward (one all-reduce of the two per-channel sums the closed form needs)::
@@ -42,9 +42,11 @@ class _SyncBatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, eps, group):
         dims = _reduce_dims(x)
-        count = x.new_tensor([x.numel() // x.shape[1]], dtype=torch.float64)
-        total = _all_reduce_sum(count, group).item()
-        mean = _all_reduce_sum(x.sum(dims), group) / total                   # (C,)
+        # one all-reduce for the count and the sums: [count, sum_1, ..., sum_C]
+        count_and_sum = torch.cat([x.new_tensor([x.numel() // x.shape[1]]), x.sum(dims)])
+        count_and_sum = _all_reduce_sum(count_and_sum, group)
+        total = count_and_sum[0].item()
+        mean = count_and_sum[1:] / total                                     # (C,)
         x_hat = x - _as_channel(mean, x.dim())                               # (N, C, *)
         var = _all_reduce_sum((x_hat * x_hat).sum(dims), group) / total      # (C,) biased
         inv_std = torch.rsqrt(var + eps)

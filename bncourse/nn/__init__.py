@@ -7,6 +7,7 @@ One file per variant, each overriding only what differs from :class:`_BatchNormB
 from bncourse.nn.batchnorm import BatchNorm, _BatchNormBase, batch_norm_train
 from bncourse.nn.fold import fold_batchnorm, is_batchnorm
 from bncourse.nn.ghost import GhostBatchNorm
+from bncourse.nn.noisy import NoisyBatchNorm
 from bncourse.nn.precise import precise_bn
 from bncourse.nn.renorm import BatchRenorm
 from bncourse.nn.sync import SyncBatchNorm
@@ -15,6 +16,7 @@ __all__ = [
     "BatchNorm",
     "BatchRenorm",
     "GhostBatchNorm",
+    "NoisyBatchNorm",
     "SyncBatchNorm",
     "batch_norm_train",
     "fold_batchnorm",

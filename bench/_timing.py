@@ -26,7 +26,7 @@ class Row(NamedTuple):
 
 def seconds(fn: Callable[[], object], min_run_time: float) -> float:
     """Median seconds per call of ``fn`` over one adaptive block of runs."""
-    timer = Timer(stmt="fn()", globals={"fn": fn})
+    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_run_time).median
 
 

@@ -32,10 +32,32 @@ def _as_channel(v: Tensor, ndim: int) -> Tensor:
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
+_SLAB_ELEMENTS = 1 << 18  # 1 MiB of float32: small enough for the allocator to recycle
+
+
+def _channel_dot(a: Tensor, b: Tensor) -> Tensor:
+    """Per-channel ``sum(a * b)`` over every dim but 1, as (1, C, 1, ...).
+
+    Taken in slabs along dim 0, so the product never needs a temporary as large as the input:
+    a fresh input-sized buffer costs page faults on every call, which made this step slower
+    than the arithmetic.
+    """
+    dims = _reduce_dims(a)
+    rows = max(1, _SLAB_ELEMENTS // max(1, a[0].numel()))
+    return sum((sa * sb).sum(dims, keepdim=True)
+               for sa, sb in zip(a.split(rows), b.split(rows), strict=True))
+
+
 class _BatchNormTrainFunction(torch.autograd.Function):
     """Training-mode batch norm with the compact closed-form backward.
 
-    Forward saves ``x_hat`` and ``inv_std`` so the backward needs two reductions::
+    Forward (two passes over ``x`` for the statistics, as accurate as any two-pass variance,
+    and ``torch.var_mean`` is several times slower on CPU for these strided reductions)::
+
+        mean = E[x];  var = E[(x - mean)^2];  out = (x - mean) * gamma / sqrt(var + eps) + beta
+
+    It saves ``x``, ``mean`` and ``inv_std`` (like PyTorch's kernel, no (N, C, *) intermediate),
+    and the backward recomputes ``x - mean`` in the buffer that becomes ``dx``::
 
         dx = gamma * inv_std * (dout - mean(dout) - x_hat * mean(dout * x_hat))
 
@@ -45,39 +67,32 @@ class _BatchNormTrainFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
-        dims = _reduce_dims(x)
-        # Two passes (mean, then mean of squares): torch.var_mean is ~10x slower on CPU for
-        # these strided reductions. Large temporaries cost page faults, so the output buffer
-        # doubles as the scratch space for the squares.
-        mean = x.mean(dims, keepdim=True)                                     # (1, C, 1...)
-        x_hat = x - mean                                                      # (N, C, *)
-        out = torch.mul(x_hat, x_hat)
-        var = out.mean(dims, keepdim=True)                                    # biased
+        m = x.numel() // x.shape[1]                      # values per channel
+        mean = x.mean(_reduce_dims(x), keepdim=True)     # (1, C, 1...)
+        out = torch.sub(x, mean)                         # (N, C, *), x - mean for now
+        var = _channel_dot(out, out) / m                 # (1, C, 1...) biased
         inv_std = torch.rsqrt(var + eps)
-        x_hat.mul_(inv_std)
-        if weight is not None:
-            torch.addcmul(_as_channel(bias, x.dim()), x_hat, _as_channel(weight, x.dim()),
-                          out=out)
+        if weight is None:
+            out.mul_(inv_std)
         else:
-            out = x_hat
-        ctx.save_for_backward(x_hat, inv_std, weight)
+            out.mul_(inv_std * _as_channel(weight, x.dim())).add_(_as_channel(bias, x.dim()))
+        ctx.save_for_backward(x, mean, inv_std, weight)
         ctx.mark_non_differentiable(mean, var)
         return out, mean.reshape(-1), var.reshape(-1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dout: Tensor, _dmean, _dvar):
-        x_hat, inv_std, weight = ctx.saved_tensors
-        dims = _reduce_dims(x_hat)
-        m = x_hat.numel() // x_hat.shape[1]
-        dbias = dout.sum(dims, keepdim=True)                                  # (1, C, 1...)
-        dx = torch.mul(dout, x_hat)             # scratch for the product, then dx itself
-        dweight = dx.sum(dims, keepdim=True)
-        scale = inv_std if weight is None else inv_std * _as_channel(weight, x_hat.dim())
+        x, mean, inv_std, weight = ctx.saved_tensors
+        m = x.numel() // x.shape[1]
+        dbias = dout.sum(_reduce_dims(x), keepdim=True)               # (1, C, 1...)
+        dx = torch.sub(x, mean)                                       # x - mean, becomes dx
+        dweight = _channel_dot(dout, dx) * inv_std                    # sum(dout * x_hat)
+        scale = inv_std if weight is None else inv_std * _as_channel(weight, x.dim())
         if ctx.needs_input_grad[0]:
             k = scale / m
-            torch.addcmul(-dbias * k, x_hat, -dweight * k, out=dx)  # -(dbias + x_hat dweight)/m
-            dx.addcmul_(dout, scale)                                # ... + dout, all times scale
+            # dx = scale * dout - k * dbias - k * x_hat * dweight, with x_hat = (x - mean) * inv_std
+            dx.mul_(-k * inv_std * dweight).sub_(k * dbias).addcmul_(dout, scale)
         else:
             dx = None
         dw = dweight.reshape(-1) if ctx.needs_input_grad[1] else None

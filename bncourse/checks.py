@@ -17,6 +17,10 @@ The checkers of notebook 01:
   backward passes;
 * :func:`check_running_update` -- PyTorch's running-statistics update.
 
+And of the later notebooks: :func:`check_batchnorm_module` (02, a BN ``nn.Module``),
+:func:`check_ics_measure` (03), :func:`check_bn_output_std` (04), :func:`check_renorm_rd` (05),
+:func:`check_fold_linear_bn` (06), :func:`check_seed_verdict` (07).
+
 A checker for another exercise is a reference, a few :class:`Case` s and, optionally, a few
 :class:`Mistake` s and :class:`Hint` s handed to :func:`check_function`::
 

@@ -10,7 +10,8 @@
   checker after each stub reports "not implemented yet" until the learner writes the code;
 * ``html/NN_name.html``: the full notebook with its stored outputs, for reading without Jupyter.
 
-``slides`` gives every cell RISE slide metadata (``slideshow.slide_type``) where it has none: a
+``slides`` first splits markdown cells so that every heading starts a cell (RISE cannot split a
+cell), then gives every cell RISE slide metadata (``slideshow.slide_type``) where it has none: a
 level-1 or level-2 heading starts a slide, a level-3 heading a sub-slide, a markdown cell that
 starts with "**Speaker notes" becomes notes, anything else continues the current slide.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import re
 import sys
 from pathlib import Path
 
@@ -27,8 +29,8 @@ import nbformat
 from nbconvert import HTMLExporter, NotebookExporter
 from nbconvert.preprocessors import ClearOutputPreprocessor, Preprocessor
 
-__all__ = ["SOLUTION_TAG", "stub_source", "StubSolutions", "slide_type", "add_slide_metadata",
-           "build"]
+__all__ = ["SOLUTION_TAG", "stub_source", "StubSolutions", "slide_type", "split_at_headings",
+           "add_slide_metadata", "build"]
 
 SOLUTION_TAG = "solution"
 STUB_MESSAGE = "exercise: write this, then run the checker below"
@@ -104,6 +106,36 @@ def slide_type(cell) -> str:
     return "-"
 
 
+_HEADING = re.compile(r"^#{1,3} ")
+
+
+def split_at_headings(nb) -> bool:
+    """Splits markdown cells before every heading line that is not their first line (outside
+    fenced code). Returns whether anything changed."""
+    cells, changed = [], False
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            cells.append(cell)
+            continue
+        parts, current, fenced = [], [], False
+        for line in cell.source.splitlines():
+            fenced ^= line.lstrip().startswith("```")
+            if _HEADING.match(line) and not fenced and "".join(current).strip():
+                parts.append(current)
+                current = []
+            current.append(line)
+        parts.append(current)
+        if len(parts) == 1:
+            cells.append(cell)
+            continue
+        changed = True
+        for part in parts:
+            text = "\n".join(part).strip("\n")
+            cells.append(nbformat.v4.new_markdown_cell(text))
+    nb.cells = cells
+    return changed
+
+
 def add_slide_metadata(nb) -> bool:
     """Sets ``slideshow.slide_type`` on every cell that has none. Returns whether it changed."""
     changed = False
@@ -156,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         for path in args.notebooks:
             nb = nbformat.read(path, as_version=4)
-            if add_slide_metadata(nb):
+            if split_at_headings(nb) | add_slide_metadata(nb):
                 nbformat.write(nb, path)
                 print(f"{path}: slide metadata added")
 

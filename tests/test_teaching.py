@@ -15,6 +15,7 @@ from bncourse.teaching import (
     add_slide_metadata,
     build,
     slide_type,
+    split_at_headings,
     stub_source,
 )
 
@@ -117,12 +118,23 @@ def test_slide_types_follow_headings_and_speaker_notes():
     assert add_slide_metadata(nb) and not add_slide_metadata(nb)
 
 
+def test_headings_inside_a_markdown_cell_start_their_own_cell():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(
+        "**What it shows.** Text.\n\n### 2.2 · Next\n\nIntro.\n\n```\n# not a heading\n```")]
+    assert split_at_headings(nb) and not split_at_headings(nb)
+    assert [c.source.splitlines()[0] for c in nb.cells] == ["**What it shows.** Text.",
+                                                           "### 2.2 · Next"]
+    assert [slide_type(c) for c in nb.cells] == ["-", "subslide"]
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_course_notebook_has_slide_metadata_on_every_cell(path):
     nb = nbformat.read(path, as_version=4)
     missing = [i for i, c in enumerate(nb.cells) if "slide_type" not in c.metadata.get(
         "slideshow", {})]
     assert not missing, f"cells without slide metadata: {missing}"
+    assert not split_at_headings(nb), "a heading inside a markdown cell: run the slides command"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

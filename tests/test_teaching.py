@@ -137,6 +137,26 @@ def test_course_notebook_has_slide_metadata_on_every_cell(path):
     assert not split_at_headings(nb), "a heading inside a markdown cell: run the slides command"
 
 
+def _only_stubs(source: str) -> bool:
+    """Every function body is an optional docstring plus ``raise``; nothing else runs."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body[1:] if ast.get_docstring(node) is not None else node.body
+            if [type(b) for b in body] != [ast.Raise]:
+                return False
+    top_level = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    return all(isinstance(n, top_level) for n in ast.parse(source).body)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_student_copy_contains_no_solution_code(path, tmp_path):
+    (student_path,) = [p for p in build([path], tmp_path) if p.suffix == ".ipynb"]
+    student = nbformat.read(student_path, as_version=4)
+    nbformat.validate(student)
+    stubs = [c.source for c in student.cells if SOLUTION_TAG in c.metadata.get("tags", [])]
+    assert stubs and all(_only_stubs(s) for s in stubs)
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_student_copy_runs_up_to_its_first_exercise_stub(path, tmp_path):
     (student_path,) = [p for p in build([path], tmp_path) if p.suffix == ".ipynb"]

@@ -30,14 +30,21 @@ def seconds(fn: Callable[[], object], min_run_time: float) -> float:
     return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
-def compare(candidates: dict[str, Callable[[], object]], rounds: int,
-            min_run_time: float) -> dict[str, float]:
-    """Median over interleaved rounds (A, B, A, B, ...) of each candidate's seconds per call,
-    so a burst of load from another process hits every candidate alike."""
+def compare_rounds(candidates: dict[str, Callable[[], object]], rounds: int,
+                   min_run_time: float) -> dict[str, list[float]]:
+    """Each candidate's seconds per call in every one of ``rounds`` interleaved rounds
+    (A, B, A, B, ...), so a burst of load from another process hits every candidate alike."""
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(rounds):
         for name, fn in candidates.items():
             times[name].append(seconds(fn, min_run_time))
+    return times
+
+
+def compare(candidates: dict[str, Callable[[], object]], rounds: int,
+            min_run_time: float) -> dict[str, float]:
+    """Median over interleaved rounds of each candidate's seconds per call."""
+    times = compare_rounds(candidates, rounds, min_run_time)
     return {name: statistics.median(t) for name, t in times.items()}
 
 

@@ -7,7 +7,10 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["STYLE", "use_style", "mean_spread", "plot_mean_spread"]
+__all__ = [
+    "STYLE", "use_style", "mean_spread", "plot_mean_spread", "plot_curves", "plot_lr_sweep",
+    "plot_verdict",
+]
 
 STYLE = {
     "figure.figsize": (6.0, 3.6),
@@ -61,3 +64,54 @@ def plot_mean_spread(ax, x, runs, label: str | None = None, color=None, **line_k
     (line,) = ax.plot(x, mean, label=full_label, color=color, **line_kwargs)
     ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
     return line
+
+
+def plot_curves(ax, result, arms, key: str = "val_acc_curve", labels=None, per: str = "steps"):
+    """Per-epoch curves of a stored result, mean over seeds with a one-sd band, per arm.
+
+    Args:
+        ax: a matplotlib Axes.
+        result: a :class:`bncourse.experiments.Result`.
+        arms: arm names to draw.
+        key: the per-epoch curve (``"val_acc_curve"``, ``"train_acc_curve"``,
+            ``"train_loss_curve"``).
+        labels: legend labels (default: the arm names); the tuned learning rate is appended.
+        per: x axis in optimizer ``"steps"`` or ``"epochs"``.
+    """
+    labels = labels or arms
+    for arm, label in zip(arms, labels, strict=True):
+        runs = result.curves(arm, key)                                      # (seeds, epochs)
+        epochs = np.arange(1, runs.shape[1] + 1)
+        x = epochs * result.runs(arm)[0]["steps_per_epoch"] if per == "steps" else epochs
+        plot_mean_spread(ax, x, runs, label=f"{label}, lr {result.chosen_lr(arm):g}")
+    ax.set_xlabel("optimizer steps" if per == "steps" else "epochs")
+    ax.legend(fontsize=8)
+
+
+def plot_lr_sweep(ax, result, arms, labels=None, key: str = "val_acc"):
+    """Final accuracy against the learning rate (log axis) of a sweep, mean and one-sd band."""
+    labels = labels or arms
+    for arm, label in zip(arms, labels, strict=True):
+        grid = result.arm(arm)["lr_grid"]
+        acc = np.array([result.values(arm, key, lr=lr) for lr in grid]).T  # (seeds, lrs)
+        plot_mean_spread(ax, grid, acc, label=label, marker="o")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (SGD, momentum 0.9, cosine decay)")
+    ax.legend(fontsize=8)
+
+
+def plot_verdict(ax, verdict, title: str | None = None):
+    """Forest plot of a :class:`bncourse.verdict.Verdict`: each setting's effect with its 95%
+    interval; the band is the equivalence margin, the vertical line no effect."""
+    names = list(verdict.effects)
+    colors = {"for": "C2", "against": "C3", "equivalent": "C7", "null": "C7"}
+    for i, name in enumerate(names):
+        e = verdict.effects[name]
+        ax.errorbar(e.mean, i, xerr=[[e.mean - e.ci_low], [e.ci_high - e.mean]], fmt="o",
+                    capsize=3, color=colors[verdict.settings[name]])
+    if verdict.margin is not None:
+        ax.axvspan(-verdict.margin, verdict.margin, color="0.85", zorder=0, label="margin")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_title(title or f"verdict: {verdict.outcome}", fontsize=10)

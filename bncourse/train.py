@@ -21,10 +21,13 @@ from tqdm import tqdm
 
 from bncourse.data import MNIST1D, _check_batch_args, batches
 
-__all__ = ["set_seed", "History", "Metrics", "evaluate", "train", "run_seeds", "EVAL_MODES"]
+__all__ = [
+    "set_seed", "History", "Metrics", "evaluate", "train", "run_seeds", "EVAL_MODES", "SCHEDULES",
+]
 
 EVAL_MODES = ("eval", "train")
 OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "cosine")
 
 
 def set_seed(seed: int) -> None:
@@ -161,6 +164,7 @@ def train(
     progress: bool | None = None,
     eval_mode: str = "eval",
     on_step: Callable[[int, nn.Module, float], None] | None = None,
+    schedule: str = "constant",
 ) -> History:
     """Trains ``model`` with cross-entropy on ``data.x_train`` and records a :class:`History`.
 
@@ -188,6 +192,11 @@ def train(
             batch statistics come from batches of ``batch_size``.
         on_step: called as ``on_step(step, model, loss)`` after each optimizer step; ``step`` is
             the step's 0-based index (its loss is ``history.step_loss[step]``), ``loss`` a float.
+        schedule: ``"constant"`` keeps the learning rate; ``"cosine"`` decays it from ``lr`` at
+            the first step towards 0 over the run's steps,
+            ``lr_t = lr * (1 + cos(pi * t / T)) / 2`` with ``T`` the total
+            number of steps (``epochs`` epochs, or ``max_steps`` if fewer). Applies to every
+            optimizer, a callable one included.
 
     Returns:
         The :class:`History`. Training stops at the first non-finite loss with
@@ -198,6 +207,8 @@ def train(
     """
     if eval_mode not in EVAL_MODES:
         raise ValueError(f"expected eval_mode to be one of {EVAL_MODES} (got {eval_mode!r})")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"expected schedule to be one of {SCHEDULES} (got {schedule!r})")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"expected epochs to be a non-negative int (got {epochs!r})")
     if max_steps is not None and (
@@ -219,6 +230,11 @@ def train(
     total = epochs * steps_per_epoch
     if max_steps is not None:
         total = min(total, max_steps)
+    scheduler = None
+    if schedule == "cosine":
+        horizon = max(total, 1)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, horizon) / horizon)))
     bar = tqdm(total=total, disable=None if progress is None else not progress, unit="step")
     try:
         for epoch in range(epochs):
@@ -239,6 +255,8 @@ def train(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if scheduler is not None:
+                    scheduler.step()
                 history.steps += 1
                 if on_step is not None:
                     on_step(history.steps - 1, model, loss_value)

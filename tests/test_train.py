@@ -299,3 +299,70 @@ def test_run_seeds_equals_seeded_manual_runs(small):
 def test_run_seeds_rejects_a_seed_keyword(small):
     with pytest.raises(ValueError, match="seed"):
         run_seeds(mlp, small, [0], seed=1)
+
+
+# --- learning-rate schedules -----------------------------------------------------------------
+
+SCHEDULE_LR = 0.05
+LR_RTOL = 1e-12  # LambdaLR multiplies the base rate by the factor: equal up to rounding
+
+
+class RecordingSGD(torch.optim.SGD):
+    """SGD that records the learning rate each step is taken with."""
+
+    def __init__(self, params):
+        super().__init__(params, lr=SCHEDULE_LR)
+        self.used: list[float] = []
+
+    def step(self, closure=None):
+        self.used.append(self.param_groups[0]["lr"])
+        return super().step(closure)
+
+
+def rates_used(small, **kwargs) -> list[float]:
+    optimizers = []
+
+    def make(params):
+        optimizers.append(RecordingSGD(params))
+        return optimizers[-1]
+
+    train(seeded(mlp), small, optimizer=make, **kwargs)
+    return optimizers[0].used
+
+
+def cosine(t: int, total: int) -> float:
+    return SCHEDULE_LR * (1 + math.cos(math.pi * t / total)) / 2
+
+
+def test_cosine_schedule_uses_lr_times_half_cosine_at_step_t(small):
+    used = rates_used(small, epochs=2, schedule="cosine")
+    total = 2 * (SMALL_TRAIN // 64)
+    assert len(used) == total and used[0] == SCHEDULE_LR
+    for t, rate in enumerate(used):
+        assert math.isclose(rate, cosine(t, total), rel_tol=LR_RTOL), t
+
+
+def test_cosine_schedule_horizon_is_max_steps_when_fewer(small):
+    used = rates_used(small, epochs=5, max_steps=10, schedule="cosine")
+    assert len(used) == 10
+    for t, rate in enumerate(used):
+        assert math.isclose(rate, cosine(t, 10), rel_tol=LR_RTOL), t
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"schedule": "constant"}])
+def test_constant_schedule_keeps_the_learning_rate(small, kwargs):
+    assert rates_used(small, epochs=2, **kwargs) == [SCHEDULE_LR] * (2 * (SMALL_TRAIN // 64))
+
+
+def test_cosine_schedule_applies_to_the_builtin_sgd(small):
+    builtin = train(seeded(mlp), small, epochs=2, lr=SCHEDULE_LR, schedule="cosine")
+    scheduled = train(seeded(mlp), small, epochs=2, schedule="cosine",
+                      optimizer=lambda p: torch.optim.SGD(p, lr=SCHEDULE_LR, momentum=0.9))
+    constant = train(seeded(mlp), small, epochs=2, lr=SCHEDULE_LR)
+    assert builtin.step_loss == scheduled.step_loss
+    assert builtin.step_loss[-1] != constant.step_loss[-1]
+
+
+def test_unknown_schedule_raises(small):
+    with pytest.raises(ValueError, match="schedule to be one of"):
+        train(mlp(), small, schedule="linear")

@@ -8,6 +8,7 @@ from bncourse.nn.batchnorm import BatchNorm, _BatchNormBase, batch_norm_train
 from bncourse.nn.fold import fold_batchnorm, is_batchnorm
 from bncourse.nn.ghost import GhostBatchNorm
 from bncourse.nn.noisy import NoisyBatchNorm
+from bncourse.nn.population import PopulationStatistics
 from bncourse.nn.precise import precise_bn
 from bncourse.nn.renorm import BatchRenorm
 from bncourse.nn.sync import SyncBatchNorm
@@ -17,6 +18,7 @@ __all__ = [
     "BatchRenorm",
     "GhostBatchNorm",
     "NoisyBatchNorm",
+    "PopulationStatistics",
     "SyncBatchNorm",
     "batch_norm_train",
     "fold_batchnorm",

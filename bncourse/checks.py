@@ -19,7 +19,7 @@ The checkers of notebook 01:
 
 And of the later notebooks: :func:`check_batchnorm_module` (02, a BN ``nn.Module``),
 :func:`check_ics_measure` (03), :func:`check_bn_output_std` (04), :func:`check_renorm_rd` (05),
-:func:`check_fold_linear_bn` (06), :func:`check_seed_verdict` (07).
+:func:`check_fold_linear_bn` (06), :func:`check_paired_interval` (07).
 
 A checker for another exercise is a reference, a few :class:`Case` s and, optionally, a few
 :class:`Mistake` s and :class:`Hint` s handed to :func:`check_function`::
@@ -1799,123 +1799,122 @@ def check_fold_linear_bn(fn: Callable[..., Any]) -> None:
 __all__ += ["check_fold_linear_bn"]
 
 
+
 # --------------------------------------------------------------------------------------------
-# Notebook 07: a verdict from per-seed results
+# Notebook 07: the interval behind every verdict
 # --------------------------------------------------------------------------------------------
 
 
-def _pooled_sd(a, b, ddof=1):
-    return np.sqrt((np.var(a, ddof=ddof) + np.var(b, ddof=ddof)) / 2)
+def _paired_interval_reference(a, b, confidence=0.95):
+    """The mean of the paired differences d = a - b and its two-sided t interval:
+    mean(d) -+ t_{(1 + confidence) / 2, n - 1} * std(d, ddof=1) / sqrt(n)."""
+    from scipy import stats
+
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    n = d.size
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * d.std(ddof=1) / np.sqrt(n)
+    return d.mean(), d.mean() - half, d.mean() + half
 
 
-def _seed_verdict_reference(a, b, k=2.0):
-    """diff = mean(a) - mean(b); margin = k * sqrt((var(a) + var(b)) / 2) with sample variances
-    (ddof=1); verdict = +1 if diff > margin, -1 if diff < -margin, else 0."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    diff = a.mean() - b.mean()
-    margin = k * _pooled_sd(a, b)
-    return diff, margin, float(np.sign(diff) * (abs(diff) > margin))
+def _interval_variant(*, diff=None, sd=None, quantile=None, scale=None):
+    from scipy import stats
 
-
-def _verdict_variant(*, diff_fn=None, sd_fn=None, k_fn=None, decide=None):
-    def fn(a, b, k=2.0):
+    def fn(a, b, confidence=0.95):
         a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-        diff = a.mean() - b.mean() if diff_fn is None else diff_fn(a, b)
-        margin = (k if k_fn is None else k_fn(k)) * (_pooled_sd(a, b) if sd_fn is None
-                                                     else sd_fn(a, b))
-        if decide is None:
-            verdict = float(np.sign(diff) * (abs(diff) > margin))
-        else:
-            verdict = decide(diff, margin)
-        return diff, margin, verdict
+        d = a - b if diff is None else diff(a, b)
+        n = d.size
+        q = stats.t.ppf(0.5 + confidence / 2, n - 1) if quantile is None else quantile(
+            confidence, n)
+        spread = d.std(ddof=1) if sd is None else sd(a, b, d)
+        half = q * spread / (np.sqrt(n) if scale is None else scale(n))
+        return d.mean(), d.mean() - half, d.mean() + half
     return fn
 
 
-_VERDICT_MISTAKES = (
-    Mistake("means_only",
-            "You compare the means only (margin 0): any difference, however small next to the "
-            "seed-to-seed spread, becomes a verdict. With three seeds a difference of half a "
-            "standard deviation happens by chance all the time.",
-            "margin = k * sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2); decide only when "
-            "|diff| > margin.",
-            _verdict_variant(sd_fn=lambda a, b: 0.0)),
-    Mistake("one_seed",
-            "Your difference uses only the first seed, a[0] - b[0]. One seed is one draw of the "
-            "noise; the claim is about the average over seeds.",
-            "diff = np.mean(a) - np.mean(b).",
-            _verdict_variant(diff_fn=lambda a, b: a[0] - b[0])),
-    Mistake("no_abs",
-            "A clear win for b is reported as 0 (undecided): you test diff > margin only. The "
-            "margin applies to the size of the difference, |diff|, whatever its sign.",
-            "verdict = np.sign(diff) if abs(diff) > margin else 0.",
-            _verdict_variant(decide=lambda d, m: 1.0 if d > m else 0.0)),
-    Mistake("reversed",
-            "Your difference is mean(b) - mean(a): every verdict comes out with the wrong sign.",
-            "diff = np.mean(a) - np.mean(b) (a first).",
-            _verdict_variant(diff_fn=lambda a, b: b.mean() - a.mean())),
-    Mistake("population_sd",
-            "Your standard deviations divide by n (np.std's default, ddof=0). With 3 seeds that "
-            "shrinks the spread by a factor sqrt(2/3) and makes chance differences look "
-            "decided.",
-            "Use np.var(a, ddof=1) (or np.std(a, ddof=1)).",
-            _verdict_variant(sd_fn=lambda a, b: _pooled_sd(a, b, ddof=0))),
-    Mistake("sd_of_difference",
-            "Your spread is sqrt(var(a) + var(b)), without dividing by 2: that is the standard "
-            "deviation of a difference of two single runs, not the pooled spread of one run.",
-            "pooled_sd = sqrt((var(a) + var(b)) / 2).",
-            _verdict_variant(sd_fn=lambda a, b: np.sqrt(np.var(a, ddof=1) + np.var(b, ddof=1)))),
-    Mistake("mean_of_sds",
-            "You average the two standard deviations, (sd(a) + sd(b)) / 2. Pooling averages the "
-            "variances and then takes the root; the two differ when the spreads differ.",
-            "pooled_sd = sqrt((var(a) + var(b)) / 2).",
-            _verdict_variant(sd_fn=lambda a, b: (np.std(a, ddof=1) + np.std(b, ddof=1)) / 2)),
-    Mistake("fixed_k",
-            "Your margin ignores the argument k (it is always 2 pooled standard deviations).",
-            "margin = k * pooled_sd.",
-            _verdict_variant(k_fn=lambda k: 2.0)),
-)
+def _unpaired_sd(a, b, d):
+    # the standard error of a difference of two independent means, times sqrt(n)
+    return np.sqrt(np.var(a, ddof=1) + np.var(b, ddof=1))
 
 
-def _verdict_cases() -> list[Case]:
-    """Per-seed accuracies: a clear win for a, a clear win for b (to catch a missing |.|), an
-    overlap (undecided), and unequal spreads with k = 3 (just undecided; decided by any of the
-    smaller margins)."""
-    arr = np.array
-    return [
-        Case("a = [0.52, 0.55, 0.50], b = [0.40, 0.43, 0.41], k = 2",
-             (arr([0.52, 0.55, 0.50]), arr([0.40, 0.43, 0.41])), {"k": 2.0}),
-        Case("a = [0.30, 0.33, 0.31, 0.29, 0.32], b = [0.45, 0.41, 0.47, 0.44, 0.43], k = 2",
-             (arr([0.30, 0.33, 0.31, 0.29, 0.32]), arr([0.45, 0.41, 0.47, 0.44, 0.43])),
-             {"k": 2.0}),
-        Case("a = [0.40, 0.46, 0.38, 0.44], b = [0.41, 0.39, 0.43, 0.37], k = 2",
-             (arr([0.40, 0.46, 0.38, 0.44]), arr([0.41, 0.39, 0.43, 0.37])), {"k": 2.0}),
-        Case("a = [0.60, 0.50, 0.55], b = [0.45, 0.46, 0.44], k = 3",
-             (arr([0.60, 0.50, 0.55]), arr([0.45, 0.46, 0.44])), {"k": 3.0}),
-    ]
+def _interval_mistakes() -> tuple[Mistake, ...]:
+    from scipy import stats
 
-
-def check_seed_verdict(fn: Callable[..., Any]) -> None:
-    """Check ``fn(a, b, k=2.0)``: a verdict on "a beats b" from per-seed results ``a`` and ``b``
-    (1-D arrays, at least two seeds each)::
-
-        diff    = mean(a) - mean(b)
-        margin  = k * sqrt((var(a) + var(b)) / 2)      # sample variances, ddof=1
-        verdict = +1 if diff > margin, -1 if diff < -margin, else 0
-
-    ``fn`` must return ``(diff, margin, verdict)`` as numbers. Four cases: a clear win each
-    way, an overlap, and unequal spreads with ``k = 3``.
-
-    Raises:
-        ExerciseError: naming the mistake (means compared without a margin, one seed used,
-            the absolute value forgotten, ddof=0, the standard deviations averaged, ...).
-    """
-    check_function(
-        fn, _seed_verdict_reference, _verdict_cases(), _VERDICT_MISTAKES,
-        name="check_seed_verdict", outputs=("diff", "margin", "verdict"),
-        advice="compute the two means and the two sample variances (ddof=1), pool the "
-               "variances (average, then square root), multiply by k, and compare |diff| with "
-               "that margin.",
+    return (
+        Mistake("normal_quantile",
+                "Your interval uses the normal quantile (1.96 for 95%) instead of Student's t "
+                "with n - 1 degrees of freedom. With 5 seeds the t quantile is 2.78: your "
+                "interval is a third too narrow and calls noise an effect.",
+                "q = scipy.stats.t.ppf((1 + confidence) / 2, df=n - 1).",
+                _interval_variant(quantile=lambda c, n: stats.norm.ppf(0.5 + c / 2))),
+        Mistake("df_n",
+                "Your t quantile uses n degrees of freedom; the mean of n differences estimated "
+                "with its own standard deviation has n - 1.",
+                "q = scipy.stats.t.ppf((1 + confidence) / 2, df=n - 1).",
+                _interval_variant(quantile=lambda c, n: stats.t.ppf(0.5 + c / 2, n))),
+        Mistake("one_sided",
+                "Your quantile is t.ppf(confidence): that bounds one side at 95% and leaves "
+                "5% on each side in all, a 90% two-sided interval.",
+                "q = scipy.stats.t.ppf((1 + confidence) / 2, df=n - 1).",
+                _interval_variant(quantile=lambda c, n: stats.t.ppf(c, n - 1))),
+        Mistake("population_sd",
+                "Your standard deviation divides by n (np.std's default, ddof=0): with 5 seeds "
+                "it is too small by a factor sqrt(4/5).",
+                "sd = np.std(d, ddof=1).",
+                _interval_variant(sd=lambda a, b, d: d.std(ddof=0))),
+        Mistake("sd_not_se",
+                "Your half-width is q * sd: the spread of one seed's difference, not the "
+                "standard error of their mean, sd / sqrt(n).",
+                "half = q * np.std(d, ddof=1) / np.sqrt(n).",
+                _interval_variant(scale=lambda n: 1.0)),
+        Mistake("unpaired",
+                "You treat a and b as independent samples (standard error sqrt(var(a)/n + "
+                "var(b)/n)). Both arms ran on the same seeds, so the seed's luck cancels in "
+                "d = a - b: use the paired differences.",
+                "d = a - b; se = np.std(d, ddof=1) / np.sqrt(n).",
+                _interval_variant(sd=_unpaired_sd)),
+        Mistake("reversed",
+                "Your differences are b - a: the interval has the wrong sign.",
+                "d = np.asarray(a) - np.asarray(b) (a first).",
+                _interval_variant(diff=lambda a, b: b - a)),
     )
 
 
-__all__ += ["check_seed_verdict"]
+def _interval_cases() -> list[Case]:
+    """Per-seed accuracies of two arms on the same seeds: strongly paired (the seed's luck is
+    shared, so pairing narrows the interval), 3 and 5 seeds, and a 90% interval."""
+    arr = np.array
+    return [
+        Case("a = [0.52, 0.61, 0.47, 0.58, 0.55], b = [0.50, 0.57, 0.46, 0.55, 0.51]",
+             (arr([0.52, 0.61, 0.47, 0.58, 0.55]), arr([0.50, 0.57, 0.46, 0.55, 0.51]))),
+        Case("a = [0.30, 0.36, 0.41], b = [0.33, 0.37, 0.45]",
+             (arr([0.30, 0.36, 0.41]), arr([0.33, 0.37, 0.45]))),
+        Case("a = [0.70, 0.64, 0.69, 0.73, 0.66], b = [0.69, 0.66, 0.66, 0.70, 0.66], "
+             "confidence = 0.9",
+             (arr([0.70, 0.64, 0.69, 0.73, 0.66]), arr([0.69, 0.66, 0.66, 0.70, 0.66])),
+             {"confidence": 0.9}),
+    ]
+
+
+def check_paired_interval(fn: Callable[..., Any]) -> None:
+    """Check ``fn(a, b, confidence=0.95)``: the mean of the paired differences ``d = a - b``
+    (per-seed results of two arms on the same seeds) and its two-sided t interval::
+
+        mean +- t_{(1 + confidence) / 2, n - 1} * std(d, ddof=1) / sqrt(n)
+
+    the interval :func:`bncourse.verdict.estimate` puts on every effect. ``fn`` returns
+    ``(mean, low, high)``.
+
+    Raises:
+        ExerciseError: naming the mistake (a normal quantile, n degrees of freedom, a one-sided
+            quantile, ddof=0, the standard deviation instead of the standard error, unpaired
+            samples, reversed differences).
+    """
+    check_function(
+        fn, _paired_interval_reference, _interval_cases(), _interval_mistakes(),
+        name="check_paired_interval", outputs=("mean", "low", "high"),
+        advice="take d = a - b, its mean, its sample standard deviation (ddof=1) over sqrt(n), "
+               "and Student's t quantile at (1 + confidence) / 2 with n - 1 degrees of freedom.",
+    )
+
+
+__all__ += ["check_paired_interval"]

@@ -61,7 +61,10 @@ def show_verdict(claim_id: str, digits: int = 3) -> Verdict:
     print(f"Effect: {claim.effect}; margin {claim.margin:.3g}; the claim predicts "
           f"{_PREDICTS[claim.expect]}.")
     for name, e in verdict.effects.items():
-        print(f"  {name:<40} {e.format(digits)}  n={e.n}  {verdict.settings[name]}")
+        label = verdict.settings[name]
+        if label == "equivalent" and e.direction != 0:
+            label += " (non-zero, but inside the margin)"
+        print(f"  {name:<40} {e.format(digits)}  n={e.n}  {label}")
     line = f"Verdict: {verdict.outcome}"
     if verdict.outcome == "inconclusive":
         line += f" (the design could detect effects of {verdict.mde:.{digits}f} or more)"

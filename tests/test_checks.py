@@ -7,6 +7,7 @@ mistake it claims to describe.
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from bncourse import checks
 from bncourse.checks import (
@@ -21,6 +22,7 @@ from bncourse.checks import (
     check_running_update,
 )
 from bncourse.functional import batchnorm_backward, batchnorm_backward_compact, batchnorm_forward
+from bncourse.verdict import estimate
 
 # ---------------------------------------------------------------------------------------------
 # Learner-style building blocks
@@ -1068,55 +1070,57 @@ def test_check_fold_linear_bn_reports_a_modified_input():
         checks.check_fold_linear_bn(in_place)
 
 
-# --- notebook 07: a verdict from per-seed results ---------------------------------------------
+# --- notebook 07: the paired t interval behind every verdict ---------------------------------
 
 
-def _verdict_learner(a, b, k=2.0):
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    diff = a.mean() - b.mean()
-    margin = k * np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
-    return diff, margin, int(np.sign(diff)) if abs(diff) > margin else 0
+def _interval_learner(a, b, confidence=0.95):
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    half = stats.t.ppf((1 + confidence) / 2, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
+    return d.mean(), d.mean() - half, d.mean() + half
 
 
-def test_check_seed_verdict_accepts_a_correct_solution(capsys):
-    checks.check_seed_verdict(_verdict_learner)
-    assert capsys.readouterr().out == "check_seed_verdict: all 4 cases match the reference.\n"
+def test_check_paired_interval_accepts_a_correct_solution(capsys):
+    checks.check_paired_interval(_interval_learner)
+    assert capsys.readouterr().out == "check_paired_interval: all 3 cases match the reference.\n"
 
 
-def test_check_seed_verdict_tells_every_catalogued_mistake_apart():
-    for mistake in checks._VERDICT_MISTAKES:
+def test_check_paired_interval_reference_equals_the_verdict_rules_interval():
+    for case in checks._interval_cases():
+        ref = checks._paired_interval_reference(*case.args, **case.kwargs)
+        e = estimate(*case.args)
+        low, high = e.interval(case.kwargs.get("confidence", 0.95))
+        np.testing.assert_allclose(ref, (e.mean, low, high), rtol=1e-12)
+
+
+def test_check_paired_interval_tells_every_catalogued_mistake_apart():
+    for mistake in checks._interval_mistakes():
         with pytest.raises(ExerciseError) as info:
-            checks.check_seed_verdict(mistake.fn)
+            checks.check_paired_interval(mistake.fn)
         assert info.value.mistakes == (mistake.key,), mistake.key
         assert "Fix:" in str(info.value)
 
 
-def test_check_seed_verdict_names_a_forgotten_absolute_value():
-    def no_abs(a, b, k=2.0):
-        diff, margin, _ = _verdict_learner(a, b, k)
-        return diff, margin, 1 if diff > margin else 0
+def test_check_paired_interval_names_a_normal_quantile():
+    def z(a, b, confidence=0.95):
+        d = np.asarray(a) - np.asarray(b)
+        half = stats.norm.ppf((1 + confidence) / 2) * d.std(ddof=1) / np.sqrt(d.size)
+        return d.mean(), d.mean() - half, d.mean() + half
 
-    with pytest.raises(ExerciseError, match=r"\|diff\|") as info:
-        checks.check_seed_verdict(no_abs)
-    assert info.value.mistakes == ("no_abs",)
-
-
-def test_check_seed_verdict_reference_decides_each_case():
-    verdicts = [checks._seed_verdict_reference(*c.args, **c.kwargs)[2]
-                for c in checks._verdict_cases()]
-    assert verdicts == [1.0, -1.0, 0.0, 0.0]
+    with pytest.raises(ExerciseError, match="Student's t") as info:
+        checks.check_paired_interval(z)
+    assert info.value.mistakes == ("normal_quantile",)
 
 
-def test_check_seed_verdict_reports_an_unknown_bug_with_advice():
-    def off(a, b, k=2.0):
-        diff, margin, verdict = _verdict_learner(a, b, k)
-        return diff, 1.1 * margin, verdict
+def test_check_paired_interval_reports_an_unknown_bug_with_advice():
+    def wide(a, b, confidence=0.95):
+        mean, low, high = _interval_learner(a, b, confidence)
+        return mean, low - 0.01, high + 0.01
 
-    with pytest.raises(ExerciseError, match="pool the variances") as info:
-        checks.check_seed_verdict(off)
+    with pytest.raises(ExerciseError, match="Student's t quantile") as info:
+        checks.check_paired_interval(wide)
     assert info.value.mistakes == ()
 
 
-def test_check_seed_verdict_reports_a_missing_return():
+def test_check_paired_interval_reports_a_missing_return():
     with pytest.raises(ExerciseError, match="returned None"):
-        checks.check_seed_verdict(lambda a, b, k=2.0: None)
+        checks.check_paired_interval(lambda a, b, confidence=0.95: None)

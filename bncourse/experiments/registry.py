@@ -30,14 +30,14 @@ def _bn(arm: Arm, **changes) -> Arm:
 
 
 def _scaled_grid(batch_size: int) -> tuple[float, ...]:
-    """Four rates 3x apart, centred for batch 32 and scaled by sqrt(B / 32)."""
+    """Six rates about 3x apart (0.003 to 1 at batch 32), scaled by sqrt(B / 32)."""
     scale = (batch_size / 32) ** 0.5
-    return tuple(float(f"{g * scale:.3g}") for g in (0.01, 0.03, 0.1, 0.3))
+    return tuple(float(f"{g * scale:.3g}") for g in (0.003, 0.01, 0.03, 0.1, 0.3, 1.0))
 
 
 def _experiments() -> list[Experiment]:
-    small = dict(data="small500", batch_size=50, epochs=100, lr_grid=(0.01, 0.03, 0.1, 0.3),
-                 measure=())
+    small = dict(data="small500", batch_size=50, epochs=100,
+                 lr_grid=(0.003, 0.01, 0.03, 0.1, 0.3, 1.0), measure=())
     reg = MLP.replace(**small)
     sigmoid = MLP.replace(hidden=(100, 100, 100), activation="sigmoid", epochs=60,
                           lr_grid=(0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
@@ -129,8 +129,10 @@ def _experiments() -> list[Experiment]:
                                              lr_grid=_scaled_grid(b), measure=()))
                 for norm in ("none", "batch", "group", "layer") for b in sizes
             ),
+            tuning_seeds=(100,),
             notes="20 epochs at every batch size (equal samples, so batch 2 takes 64 times the "
-                  "steps of batch 128); learning-rate grids scaled by sqrt(B / 32).",
+                  "steps of batch 128); learning-rate grids scaled by sqrt(B / 32). One tuning "
+                  "seed per rate: batch-2 runs are the most expensive of the course.",
         ),
         Experiment(
             "cnn_batch_size", "CNN: batch 2 against batch 32, equal epochs",
@@ -139,7 +141,8 @@ def _experiments() -> list[Experiment]:
                                              lr_grid=_scaled_grid(b), measure=()))
                 for norm in ("none", "batch") for b in (2, 32)
             ),
-            notes="10 epochs at both batch sizes (equal samples).",
+            tuning_seeds=(100,),
+            notes="10 epochs at both batch sizes (equal samples); one tuning seed per rate.",
         ),
         Experiment(
             "batch_stats", "error of the batch statistics against batch size",

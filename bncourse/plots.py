@@ -9,7 +9,7 @@ import numpy as np
 
 __all__ = [
     "STYLE", "use_style", "mean_spread", "plot_mean_spread", "plot_curves", "plot_lr_sweep",
-    "plot_verdict",
+    "plot_verdict", "plot_claims",
 ]
 
 STYLE = {
@@ -115,3 +115,31 @@ def plot_verdict(ax, verdict, title: str | None = None):
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.invert_yaxis()
     ax.set_title(title or f"verdict: {verdict.outcome}", fontsize=10)
+
+
+def plot_claims(ax, verdicts: dict):
+    """All claims in one forest plot: every setting's effect and 95% interval in units of its
+    claim's margin (the grey band is +-1 margin), signed so that right = what the claim predicts;
+    colours as :func:`plot_verdict`.
+
+    Args:
+        ax: a matplotlib Axes.
+        verdicts: claim label -> :class:`bncourse.verdict.Verdict`.
+    """
+    colors = {"for": "C2", "against": "C3", "equivalent": "C7", "null": "C7"}
+    labels, row = [], 0
+    for claim, v in verdicts.items():
+        sign = -1.0 if v.expect == "less" else 1.0
+        for name, e in v.effects.items():
+            lo, hi = sorted((sign * e.ci_low / v.margin, sign * e.ci_high / v.margin))
+            mid = sign * e.mean / v.margin
+            ax.errorbar(mid, row, xerr=[[mid - lo], [hi - mid]], fmt="o", ms=3, capsize=2,
+                        color=colors[v.settings[name]])
+            labels.append(f"{claim}: {name}")
+            row += 1
+    ax.axvspan(-1, 1, color="0.85", zorder=0)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_yticks(range(len(labels)), labels, fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel("effect / margin (right: as the claim predicts; symmetric log scale)")

@@ -208,6 +208,18 @@ def _git_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
+def _cpu_isa() -> str | None:
+    """A digest of the CPU's instruction-set flags: float32 kernels (and so the last bits of a
+    result) depend on them, not only on the model name."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return digest(sorted(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return None
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -225,7 +237,8 @@ def provenance(workers: int | None, wall_seconds: float, job_seconds: float, cac
     return {
         "git_commit": _git_commit(), "python": platform.python_version(),
         "torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
-        "platform": platform.platform(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+        "platform": platform.platform(), "cpu": _cpu_model(), "cpu_isa": _cpu_isa(),
+        "cpu_count": os.cpu_count(),
         "threads_per_job": 1, "workers": workers, "wall_seconds": round(wall_seconds, 1),
         "job_seconds": round(job_seconds, 1), "cached_jobs": cached,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -39,7 +39,7 @@ def protocol(result: Result, arms: list[str] | None = None, digits: int = 3) -> 
             f"{arm:<16} lr {result.chosen_lr(arm):<6g} test acc {fmt_ci(s['test_acc'], digits)}"
             f"  train acc {s['train_acc']['mean']:.{digits}f}"
             f"  converged {'yes' if conv['converged'] else 'NO'}"
-            f" (last {conv['window_epochs']} epochs within {conv['range']:.3f})")
+            f" (trend over the last {conv['window_epochs']} epochs {conv['drift']:+.3f})")
     return lines
 
 

@@ -431,7 +431,9 @@ def test_convergence_is_measured_over_the_last_20_percent_of_epochs(result, arm_
     conv = result.summary(arm_name)["convergence"]
     assert conv["window_epochs"] == window
     assert math.isclose(conv["range"], max(tail) - min(tail), abs_tol=FLOAT_RTOL)
-    assert conv["converged"] == (conv["range"] < runner_module.CONVERGENCE_TOLERANCE)
+    line = stats.linregress(range(window), tail)                  # independent least squares
+    assert math.isclose(conv["drift"], line.slope * (window - 1), abs_tol=FLOAT_RTOL)
+    assert conv["converged"] == (abs(conv["drift"]) < runner_module.CONVERGENCE_TOLERANCE)
 
 
 def test_result_records_config_and_its_hash(result, experiment):

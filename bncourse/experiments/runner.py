@@ -39,8 +39,10 @@ from bncourse.verdict import estimate
 
 __all__ = ["run", "run_many", "job_key", "CONVERGENCE_WINDOW", "CONVERGENCE_TOLERANCE"]
 
-#: Convergence: over the last 20% of epochs the seed-mean validation accuracy moves by less
-#: than one point (max - min).
+#: Convergence: over the last 20% of epochs the seed-mean validation accuracy moves by less than
+#: one point: the least-squares line through it changes by less than CONVERGENCE_TOLERANCE from
+#: the window's first epoch to its last. (The line, not max - min: a run that has stopped
+#: improving still jitters by a point when its batch statistics do, as noisy BN's do.)
 CONVERGENCE_WINDOW = 0.2
 CONVERGENCE_TOLERANCE = 0.01
 _SUMMARY_METRICS = ("test_acc", "val_acc", "train_acc", "test_loss", "train_loss", "gap")
@@ -128,14 +130,20 @@ def _interval(values: Sequence[float]) -> dict:
 
 
 def _convergence(runs: list[dict], epochs: int) -> dict:
-    """Seed-mean validation accuracy over the last 20% of epochs: does it move by < 1 point?"""
+    """Does the seed-mean validation accuracy still move over the last 20% of epochs?
+
+    Returns ``window_epochs``, ``drift`` (change of the least-squares line across the window),
+    ``range`` (max - min in the window) and ``converged`` (``|drift| < 1 point``).
+    """
     window = max(2, math.ceil(CONVERGENCE_WINDOW * epochs))
     table = np.full((len(runs), epochs), CHANCE)
     for i, r in enumerate(runs):
         table[i, : len(r["val_acc_curve"])] = r["val_acc_curve"]
     tail = table.mean(0)[-window:]
-    moved = float(tail.max() - tail.min())
-    return {"window_epochs": window, "range": moved, "converged": moved < CONVERGENCE_TOLERANCE}
+    slope = float(np.polyfit(np.arange(window), tail, 1)[0])
+    drift = slope * (window - 1)
+    return {"window_epochs": window, "drift": drift, "range": float(tail.max() - tail.min()),
+            "converged": abs(drift) < CONVERGENCE_TOLERANCE}
 
 
 def _summarize(arm: Arm, runs: list[dict]) -> dict:
@@ -171,6 +179,7 @@ def _choose(exp: Experiment, done: dict) -> dict[str, dict]:
             ms = [done[job_key(arm, s, lr)][0] for s in exp.tuning_seeds]
             vals = [_final_val(m) for m in ms]
             rows.append({"lr": lr, "val_acc": vals, "mean": float(np.mean(vals)),
+                         "train_acc": [m["train_acc"] for m in ms],
                          "diverged": sum(m["diverged"] for m in ms)})
         best = max(rows, key=lambda r: r["mean"])        # ties: the smaller learning rate
         edge = best["lr"] in (arm.lr_grid[0], arm.lr_grid[-1]) and len(arm.lr_grid) > 1

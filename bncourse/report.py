@@ -13,7 +13,7 @@ from bncourse.experiments.claims import Claim, claims
 from bncourse.experiments.results import Result
 from bncourse.verdict import Verdict
 
-__all__ = ["fmt_ci", "protocol", "show_protocol", "show_verdict", "verdict_rows",
+__all__ = ["fmt_ci", "protocol", "show_protocol", "show_verdict", "power_note", "verdict_rows",
            "verdict_markdown", "say"]
 
 _PREDICTS = {"greater": "a positive effect", "less": "a negative effect",
@@ -70,6 +70,20 @@ def show_verdict(claim_id: str, digits: int = 3) -> Verdict:
         line += f" (the design could detect effects of {verdict.mde:.{digits}f} or more)"
     print(line)
     return verdict
+
+
+def power_note(verdict: Verdict, digits: int = 3) -> str:
+    """A sentence for each setting that decided nothing (``null``): the smallest effect its
+    design could have detected, and how large an effect its interval still allows. Empty when
+    every setting is decided."""
+    notes = []
+    for name, e in verdict.effects.items():
+        if verdict.settings[name] == "null":
+            reach = max(abs(e.ci_low), abs(e.ci_high))
+            notes.append(f"{name}: no decision; the design detects effects of "
+                         f"{e.mde:.{digits}f} or more (80% power), and the interval still allows "
+                         f"{reach:.{digits}f}.")
+    return " ".join(notes)
 
 
 def verdict_rows(ids: list[str] | None = None, digits: int = 3) -> list[tuple[str, str, str, str]]:

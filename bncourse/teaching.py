@@ -23,6 +23,7 @@ import ast
 import copy
 import re
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -172,6 +173,25 @@ def build(notebooks: list[Path], out: Path) -> list[Path]:
     return written
 
 
+def execute(path: Path, timeout: int = 300) -> float:
+    """Runs ``path`` top to bottom in a fresh kernel (in its own folder) and stores the outputs
+    in place, without widget state; returns the wall seconds.
+
+    The widget state is dropped after the run: nbclient 0.11 fails on an ``interact`` output
+    when it is told not to record widget state, and the state only makes the notebook heavier.
+    """
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    seconds = time.perf_counter() - start
+    nb.metadata.pop("widgets", None)
+    nbformat.write(nb, path)
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bncourse.teaching", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -180,8 +200,13 @@ def main(argv: list[str] | None = None) -> None:
     p_build.add_argument("notebooks", type=Path, nargs="*")
     p_slides = sub.add_parser("slides", help="add RISE slide metadata where missing")
     p_slides.add_argument("notebooks", type=Path, nargs="+")
+    p_exec = sub.add_parser("execute", help="run in a fresh kernel, store outputs in place")
+    p_exec.add_argument("notebooks", type=Path, nargs="+")
     args = parser.parse_args(argv)
-    if args.command == "build":
+    if args.command == "execute":
+        for path in args.notebooks:
+            print(f"{path}: {execute(path):.1f} s")
+    elif args.command == "build":
         notebooks = args.notebooks or sorted(Path("notebooks").glob("[0-9][0-9]_*.ipynb"))
         for path in build(notebooks, args.out):
             print(path)

@@ -173,3 +173,20 @@ def test_student_copy_runs_up_to_its_first_exercise_stub(path, tmp_path):
     assert student.cells[checker].get("execution_count") == max(n for n in ran if n), (
         "the first error must come from the first exercise's checker")
     assert "not implemented" in str(error.value).lower()
+
+
+def test_execute_stores_outputs_in_place_without_widget_state(tmp_path):
+    from bncourse.teaching import execute
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("print(6 * 7)"),
+        nbformat.v4.new_code_cell("import ipywidgets\n"
+                                  "ipywidgets.interact(lambda n: print(n), n=(0, 3))"),
+    ])
+    path = tmp_path / "widgets.ipynb"
+    nbformat.write(nb, path)
+    seconds = execute(path)
+    done = nbformat.read(path, as_version=4)
+    assert seconds > 0 and "widgets" not in done.metadata
+    assert done.cells[0].outputs[0]["text"] == "42\n"
+    assert [c.execution_count for c in done.cells] == [1, 2]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -66,3 +68,27 @@ def run_cli(description: str, row_makers: list[Callable[[int, float], list[Row]]
     print_table(f"{description}: float32, torch {torch.__version__}, "
                 f"{torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds",
                 rows)
+
+
+def on_one_thread(fn: Callable[[], object]) -> tuple[object, float]:
+    """``fn()`` on one torch thread, as the experiments and notebooks run; returns its result
+    and the wall seconds. The caller's thread count is restored."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    try:
+        return fn(), time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+
+
+def store(name: str, data: dict, wall_seconds: float) -> Path:
+    """Writes ``data`` with provenance to ``bench/NAME.json`` in the package's results folder
+    (atomically), where the notebooks and the claim table read it."""
+    from bncourse.experiments.results import results_dir, write_json
+    from bncourse.experiments.runner import provenance
+
+    prov = provenance(workers=1, wall_seconds=wall_seconds, job_seconds=0.0, cached=0)
+    path = Path(str(results_dir())) / "bench" / f"{name}.json"
+    write_json(path, {"name": name, **data, "provenance": prov})
+    return path

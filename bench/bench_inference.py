@@ -24,15 +24,12 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 
 import numpy as np
 import torch
-from _timing import Row, compare_rounds, run_cli
+from _timing import Row, compare_rounds, on_one_thread, run_cli, store
 from torch import nn
 
-from bncourse.experiments.results import results_dir, write_json
-from bncourse.experiments.runner import provenance
 from bncourse.models import cnn1d
 from bncourse.nn import fold_batchnorm
 
@@ -118,21 +115,11 @@ def speedup(times: dict) -> tuple[float, np.ndarray]:
 
 
 def rows(rounds: int = 5, min_run_time: float = 0.2) -> list[Row]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)              # as the notebooks run
-    start = time.perf_counter()
-    try:
-        seconds, errors = measure(rounds, min_run_time)
-    finally:
-        torch.set_num_threads(threads)
-    prov = provenance(workers=1, wall_seconds=time.perf_counter() - start, job_seconds=0.0,
-                      cached=0)
-    prov["threads_per_job"] = 1
-    path = results_dir() / "bench" / "inference.json"
-    write_json(path, {"name": "inference", "rounds": rounds, "min_run_time": min_run_time,
-                      "shapes": {**SHAPES, "memory_bound": MEMORY_SHAPE},
-                      "required_speedup": {"cnn1d_b1000": REQUIRED_SPEEDUP},
-                      "fold_max_abs_error": errors, "seconds": seconds, "provenance": prov})
+    (seconds, errors), wall = on_one_thread(lambda: measure(rounds, min_run_time))
+    path = store("inference", {"rounds": rounds, "min_run_time": min_run_time,
+                               "shapes": {**SHAPES, "memory_bound": MEMORY_SHAPE},
+                               "required_speedup": {"cnn1d_b1000": REQUIRED_SPEEDUP},
+                               "fold_max_abs_error": errors, "seconds": seconds}, wall)
     print(f"stored every round in {path}")
 
     FAILURES.clear()

@@ -15,15 +15,12 @@ from there (timings are machine-dependent: a new run on another machine replaces
 from __future__ import annotations
 
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
-from _timing import Row, compare_rounds, run_cli
+from _timing import Row, compare_rounds, on_one_thread, run_cli, store
 
 from bncourse.data import load_mnist1d
-from bncourse.experiments.results import results_dir, write_json
-from bncourse.experiments.runner import provenance
 from bncourse.models import cnn1d, mlp
 
 BATCH = 64
@@ -75,19 +72,9 @@ def measure(rounds: int, min_run_time: float) -> dict:
 
 
 def rows(rounds: int = 7, min_run_time: float = 0.2) -> list[Row]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)              # as the experiments and notebooks train
-    start = time.perf_counter()
-    try:
-        seconds = measure(rounds, min_run_time)
-    finally:
-        torch.set_num_threads(threads)
-    prov = provenance(workers=1, wall_seconds=time.perf_counter() - start, job_seconds=0.0,
-                      cached=0)
-    prov["threads_per_job"] = 1
-    path = results_dir() / "bench" / "training_cost.json"
-    write_json(path, {"name": "training_cost", "batch_size": BATCH, "rounds": rounds,
-                      "seconds": seconds, "provenance": prov})
+    seconds, wall = on_one_thread(lambda: measure(rounds, min_run_time))
+    path = store("training_cost", {"batch_size": BATCH, "rounds": rounds, "seconds": seconds},
+                 wall)
     med = {k: statistics.median(v) for k, v in seconds["step"].items()}
     ep = {n: {s: statistics.median(v) for s, v in d.items()} for n, d in seconds["epoch"].items()}
     out = [Row(f"{a.upper()} training step, BN / no BN (batch {BATCH})", med[f"{a}_batch"],

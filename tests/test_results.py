@@ -184,3 +184,21 @@ def test_a_student_copy_built_into_its_own_folder_reads_the_stored_verdicts(tmp_
                    resources={"metadata": {"path": str(student_path.parent)}}).execute()
     text = "".join(o.get("text", "") for o in student.cells[-1].outputs)
     assert "Verdict: " in text
+
+
+def test_reproduce_on_a_dask_cluster_regenerates_a_stored_result(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from bncourse.experiments.__main__ import main
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        assert main(["reproduce", "batch_stats", "--scheduler", cluster.scheduler_address,
+                     "--out", str(tmp_path), "--no-cache", "--quiet"]) == 0
+    again = json.loads((tmp_path / "batch_stats.json").read_text())
+    stored = load_result("batch_stats")
+    assert again["config_hash"] == stored.config_hash
+    if _same_machine(stored.provenance):
+        assert again["arms"] == stored.data["arms"]
+    else:
+        np.testing.assert_allclose(again["arms"]["mlp"]["runs"][0]["mean_error"],
+                                   stored.runs("mlp")[0]["mean_error"], rtol=MEASUREMENT_RTOL)

@@ -17,6 +17,13 @@ def check_eps(eps: float) -> None:
         raise ValueError(f"expected eps > 0 (got eps={eps})")
 
 
+def check_eps_type(eps: float) -> None:
+    """``eps`` must be a real number; its value is checked where it is used (PyTorch accepts any
+    value at construction: training needs ``eps > 0``, eval mode ``eps >= 0``)."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"expected eps to be a float (got {type(eps).__name__})")
+
+
 def check_momentum(momentum: float | None, *, allow_none: bool = True) -> None:
     """``momentum`` weights the new batch, in [0, 1]; ``None`` means a cumulative average."""
     if momentum is None:
@@ -56,7 +63,7 @@ def check_input_shape(
         )
     if training:
         values_per_channel = shape[0] * math.prod(shape[2:])
-        if values_per_channel <= 1:
+        if values_per_channel == 1:   # an empty batch (0 values) is allowed, as in PyTorch
             raise ValueError(
                 "expected more than 1 value per channel when training "
                 f"(got input shape {tuple(shape)}); use a batch larger than 1, or eval mode"

@@ -92,6 +92,8 @@ def batchnorm_forward(
     check_eps(eps)
     check_momentum(momentum, allow_none=False)
     check_input_shape(x.shape, None, training=training)
+    if training and x.size == 0:
+        raise ValueError(f"expected a non-empty batch in training (got shape {x.shape})")
     num_channels = x.shape[1]
     for name, arr in (("gamma", gamma), ("beta", beta),
                       ("running_mean", running_mean), ("running_var", running_var)):

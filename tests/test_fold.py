@@ -103,3 +103,25 @@ def test_refuses_bn_outside_a_sequential():
 
     with pytest.raises(ValueError, match="expected it inside an nn.Sequential"):
         fold_batchnorm(Block().eval())
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("requires_grad", [True, False])
+def test_fold_keeps_requires_grad_like_torch_fuse_conv_bn_eval(bias, requires_grad):
+    conv = nn.Conv1d(2, 4, 3, bias=bias)
+    bn = nn.BatchNorm1d(4)
+    for p in conv.parameters():
+        p.requires_grad_(requires_grad)
+    seq = nn.Sequential(conv, bn).eval()
+    ours = fold_batchnorm(seq)[0]
+    ref = torch.nn.utils.fuse_conv_bn_eval(conv, bn)
+    assert ours.weight.requires_grad == ref.weight.requires_grad
+    assert ours.bias.requires_grad == ref.bias.requires_grad
+
+
+def test_fold_handles_bn_without_bias():
+    seq = nn.Sequential(nn.Linear(3, 4), BatchNorm(4, bias=False)).double()
+    seq(torch.randn(8, 3, dtype=torch.float64))
+    seq.eval()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    torch.testing.assert_close(fold_batchnorm(seq)(x), seq(x))

@@ -8,7 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from bncourse.nn import BatchNorm, batch_norm_train
+from bncourse.nn import (
+    BatchNorm,
+    BatchRenorm,
+    GhostBatchNorm,
+    NoisyBatchNorm,
+    SyncBatchNorm,
+    batch_norm_train,
+)
 
 FLOAT64_ATOL = 1e-12   # same maths in float64: only round-off differs
 FLOAT32_ATOL = 1e-5
@@ -231,8 +238,6 @@ def test_one_value_per_channel_is_fine_in_eval_mode():
 @pytest.mark.parametrize(
     ("kwargs", "error", "phrase"),
     [
-        (dict(eps=0.0), ValueError, "expected eps > 0 (got eps=0.0)"),
-        (dict(eps=-1.0), ValueError, "expected eps > 0"),
         (dict(eps="1e-5"), TypeError, "expected eps to be a float"),
         (dict(momentum=1.5), ValueError, "expected momentum in [0, 1] (got momentum=1.5)"),
         (dict(momentum=-0.1), ValueError, "expected momentum in [0, 1]"),
@@ -269,3 +274,98 @@ def test_parameters_and_buffers_have_torch_names_and_roles():
     assert [n for n, _ in bn.named_parameters()] == ["weight", "bias"]
     assert [n for n, _ in bn.named_buffers()] == [
         "running_mean", "running_var", "num_batches_tracked"]
+
+
+# --- behaviour matched to torch 2.13 (issue 13, items 1-5) ----------------------------------
+
+
+def test_bias_false_keeps_the_weight_and_drops_the_bias_like_torch():
+    ours, ref = BatchNorm(4, bias=False).double(), nn.BatchNorm1d(4, bias=False).double()
+    assert ours.bias is None and ours.weight.shape == (4,)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 2.0)
+    ref.load_state_dict(ours.state_dict())
+    x = random_input((16, 4, 3), 0)
+    torch.testing.assert_close(ours(x), ref(x), atol=FLOAT64_ATOL, rtol=0)
+    ours.eval(), ref.eval()
+    torch.testing.assert_close(ours(x), ref(x), atol=FLOAT64_ATOL, rtol=0)
+
+
+def test_bias_is_keyword_only_like_torch():
+    with pytest.raises(TypeError):
+        BatchNorm(4, 1e-5, 0.1, True, True, None, None, False)
+
+
+def test_empty_batch_in_training_counts_the_step_and_keeps_the_running_statistics():
+    ref, ours = make_pair(2)
+    x_ours = torch.zeros(0, 4, dtype=torch.float64, requires_grad=True)
+    x_ref = x_ours.detach().clone().requires_grad_()
+    out_ours, out_ref = ours(x_ours), ref(x_ref)
+    assert out_ours.shape == out_ref.shape == (0, 4)
+    out_ours.sum().backward()
+    out_ref.sum().backward()
+    assert x_ours.grad.shape == (0, 4)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(ours, name), getattr(ref, name))
+    assert int(ours.num_batches_tracked) == 1
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-5])
+def test_eps_is_accepted_at_construction_and_checked_in_training_like_torch(eps):
+    ours, ref = BatchNorm(3, eps=eps), nn.BatchNorm1d(3, eps=eps)
+    x = torch.randn(8, 3)
+    with pytest.raises(ValueError, match="eps"):
+        ref(x)
+    with pytest.raises(ValueError, match=re.escape(f"expected eps > 0 when normalizing with "
+                                                   f"batch statistics (got eps={eps})")):
+        ours(x)
+
+
+def test_eval_mode_allows_eps_zero_and_rejects_a_negative_eps_like_torch():
+    ours, ref = BatchNorm(3, eps=0.0).eval(), nn.BatchNorm1d(3, eps=0.0).eval()
+    x = torch.randn(8, 3)
+    torch.testing.assert_close(ours(x), ref(x))
+    negative = BatchNorm(3, eps=-1.0).eval()
+    with pytest.raises(ValueError, match=re.escape("expected eps >= 0 (got eps=-1.0)")):
+        negative(x)
+    with pytest.raises(ValueError, match="non-negative"):
+        nn.BatchNorm1d(3, eps=-1.0).eval()(x)
+
+
+def test_eval_without_running_statistics_needs_more_than_one_value_like_torch():
+    ours = BatchNorm(3, track_running_stats=False).eval()
+    ref = nn.BatchNorm1d(3, track_running_stats=False).eval()
+    x = torch.randn(1, 3)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        ref(x)
+    with pytest.raises(ValueError, match="expected more than 1 value per channel"):
+        ours(x)
+
+
+def test_loading_without_the_counter_non_strictly_keeps_the_counter_like_torch():
+    ref, ours = make_pair(2)
+    for module in (ours, ref):
+        module.num_batches_tracked.fill_(7)
+    state = {k: v for k, v in BatchNorm(4).double().state_dict().items()
+             if k != "num_batches_tracked"}
+    ours.load_state_dict(state, strict=False)
+    ref.load_state_dict(state, strict=False)
+    assert int(ours.num_batches_tracked) == int(ref.num_batches_tracked) == 7
+
+
+@pytest.mark.parametrize("make", [
+    lambda: GhostBatchNorm(4, 2, bias=False),
+    lambda: NoisyBatchNorm(4, bias=False),
+    lambda: BatchRenorm(4, bias=False),
+    lambda: SyncBatchNorm(4, bias=False),
+])
+def test_every_variant_takes_bias_false(make):
+    bn = make().double()
+    assert bn.bias is None and bn.weight is not None
+    x = random_input((8, 4, 3), 0).requires_grad_()
+    bn(x).sum().backward()
+    assert bn.weight.grad is not None and x.grad.shape == x.shape
+    bn.eval()
+    assert bn(x).shape == x.shape

@@ -5,6 +5,7 @@ import multiprocessing as mp
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 
 from bncourse.distributed import batchnorm_shard_step, launch
 from bncourse.nn import BatchNorm, SyncBatchNorm
@@ -107,3 +108,20 @@ def test_launch_reports_a_failing_worker_and_leaves_no_process_behind():
 def test_launch_rejects_a_bad_world_size():
     with pytest.raises(ValueError, match="expected world_size to be a positive int"):
         launch(_failing_worker, 0)
+
+
+@pytest.mark.parametrize("track_running_stats", [True, False])
+def test_eval_mode_never_communicates(monkeypatch, track_running_stats):
+    # a group of two whose collectives fail: eval mode must not call them (one worker may run
+    # inference alone, and an all-reduce would wait for the other forever)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
+
+    def no_collectives(*args, **kwargs):
+        raise AssertionError("eval mode called a collective")
+
+    monkeypatch.setattr(dist, "all_reduce", no_collectives)
+    bn = SyncBatchNorm(3, track_running_stats=track_running_stats).eval()
+    ref = BatchNorm(3, track_running_stats=track_running_stats).eval()
+    x = torch.randn(6, 3)
+    torch.testing.assert_close(bn(x), ref(x))

@@ -17,7 +17,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bncourse._validation import check_eps, check_input_shape, check_momentum, check_num_features
+from bncourse._validation import (
+    check_eps_type,
+    check_input_shape,
+    check_momentum,
+    check_num_features,
+)
 
 __all__ = ["BatchNorm", "batch_norm_train"]
 
@@ -33,6 +38,17 @@ def _as_channel(v: Tensor, ndim: int) -> Tensor:
 
 
 _SLAB_ELEMENTS = 1 << 18  # 1 MiB of float32: small enough for the allocator to recycle
+
+
+def _affine(out: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+    """``out * weight + bias`` per channel, skipping whichever is ``None``."""
+    if weight is not None and bias is not None:
+        return torch.addcmul(_as_channel(bias, out.dim()), out, _as_channel(weight, out.dim()))
+    if weight is not None:
+        return out * _as_channel(weight, out.dim())
+    if bias is not None:
+        return out + _as_channel(bias, out.dim())
+    return out
 
 
 def _channel_dot(a: Tensor, b: Tensor) -> Tensor:
@@ -72,10 +88,9 @@ class _BatchNormTrainFunction(torch.autograd.Function):
         out = torch.sub(x, mean)                         # (N, C, *), x - mean for now
         var = _channel_dot(out, out) / m                 # (1, C, 1...) biased
         inv_std = torch.rsqrt(var + eps)
-        if weight is None:
-            out.mul_(inv_std)
-        else:
-            out.mul_(inv_std * _as_channel(weight, x.dim())).add_(_as_channel(bias, x.dim()))
+        out.mul_(inv_std if weight is None else inv_std * _as_channel(weight, x.dim()))
+        if bias is not None:
+            out.add_(_as_channel(bias, x.dim()))
         ctx.save_for_backward(x, mean, inv_std, weight)
         ctx.mark_non_differentiable(mean, var)
         return out, mean.reshape(-1), var.reshape(-1)
@@ -123,6 +138,11 @@ class _BatchNormBase(nn.Module):
         affine: learn a per-channel ``weight`` (gamma) and ``bias`` (beta). Default: True.
         track_running_stats: keep ``running_mean``/``running_var`` for eval mode; if False,
             eval mode also uses batch statistics. Default: True.
+        bias: keyword-only; with ``affine``, whether to learn ``bias`` (``False``: ``bias`` is
+            ``None``, as in ``torch.nn.BatchNorm1d(C, bias=False)``). Default: True.
+
+    ``eps`` is checked when it is used, as PyTorch does: training needs ``eps > 0`` (batch
+    statistics can have zero variance), eval mode ``eps >= 0``.
 
     Shape:
         Input (N, C) or (N, C, *spatial); output the same.
@@ -139,10 +159,12 @@ class _BatchNormBase(nn.Module):
         track_running_stats: bool = True,
         device=None,
         dtype=None,
+        *,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         check_num_features(num_features)
-        check_eps(eps)
+        check_eps_type(eps)
         check_momentum(momentum)
         factory = {"device": device, "dtype": dtype}
         self.num_features = num_features
@@ -152,7 +174,10 @@ class _BatchNormBase(nn.Module):
         self.track_running_stats = track_running_stats
         if affine:
             self.weight = nn.Parameter(torch.empty(num_features, **factory))
-            self.bias = nn.Parameter(torch.empty(num_features, **factory))
+            if bias:
+                self.bias = nn.Parameter(torch.empty(num_features, **factory))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -178,7 +203,8 @@ class _BatchNormBase(nn.Module):
         self.reset_running_stats()
         if self.affine:
             nn.init.ones_(self.weight)
-            nn.init.zeros_(self.bias)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
@@ -188,7 +214,9 @@ class _BatchNormBase(nn.Module):
         version = local_metadata.get("version", None)
         key = prefix + "num_batches_tracked"
         if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
-            state_dict[key] = torch.tensor(0, dtype=torch.long)
+            # an old checkpoint, or strict=False without the counter: keep ours, as PyTorch does
+            state_dict[key] = (self.num_batches_tracked if self.num_batches_tracked is not None
+                               else torch.tensor(0, dtype=torch.long))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, *args, **kwargs)
 
     def _check_input(self, x: Tensor, *, training: bool | None = None) -> None:
@@ -198,8 +226,17 @@ class _BatchNormBase(nn.Module):
             raise TypeError(f"expected a torch.Tensor input (got {type(x).__name__})")
         if not x.is_floating_point():
             raise TypeError(f"expected a floating-point input (got dtype {x.dtype})")
-        training = self.training if training is None else training
+        training = self._uses_batch_stats() if training is None else training
         check_input_shape(tuple(x.shape), self.num_features, training=training)
+        if training and not self.eps > 0:
+            raise ValueError(f"expected eps > 0 when normalizing with batch statistics "
+                             f"(got eps={self.eps})")
+        if not self.eps >= 0:
+            raise ValueError(f"expected eps >= 0 (got eps={self.eps})")
+
+    def _uses_batch_stats(self) -> bool:
+        """Training mode, or eval mode without running statistics."""
+        return self.training or not self.track_running_stats
 
     def _running_average_factor(self) -> float:
         """This step's weight of the new batch; counts the step first (PyTorch's order)."""
@@ -227,13 +264,24 @@ class _BatchNormBase(nn.Module):
         """Eval mode: a per-channel affine map with the running statistics."""
         inv_std = torch.rsqrt(self.running_var + self.eps)
         scale, shift = inv_std, -self.running_mean * inv_std
-        if self.affine:
-            scale, shift = scale * self.weight, shift * self.weight + self.bias
+        if self.weight is not None:
+            scale, shift = scale * self.weight, shift * self.weight
+        if self.bias is not None:
+            shift = shift + self.bias
         return torch.addcmul(_as_channel(shift, x.dim()), x, _as_channel(scale, x.dim()))
+
+    def _empty_batch(self, x: Tensor) -> Tensor:
+        """No values: an empty output of ``x``'s shape (zero gradients for the parameters); the
+        step is counted, the running statistics stay, as in PyTorch."""
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+        return _affine(x.clone(), self.weight, self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
-        if self.training or not self.track_running_stats:
+        if x.numel() == 0:
+            return self._empty_batch(x)
+        if self._uses_batch_stats():
             out, mean, var, count = self._normalize_batch(x)
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var, count)

@@ -31,11 +31,15 @@ def _folded(layer: nn.Module, bn: nn.Module) -> nn.Module:
     scale = torch.rsqrt(bn.running_var + bn.eps)                  # (C_out,)
     shift = -bn.running_mean * scale
     if bn.weight is not None:
-        scale, shift = scale * bn.weight, shift * bn.weight + bn.bias
-    fused = copy.deepcopy(layer)
+        scale, shift = scale * bn.weight, shift * bn.weight
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    fused = copy.deepcopy(layer)                   # keeps the weight's requires_grad
     fused.weight.mul_(scale.reshape((-1,) + (1,) * (layer.weight.dim() - 1)).to(fused.weight))
     bias = layer.bias if layer.bias is not None else torch.zeros_like(scale)
-    fused.bias = nn.Parameter((bias * scale + shift).to(fused.weight))
+    # requires_grad as torch.nn.utils.fuse_conv_bn_eval: the layer's bias's (False without one)
+    fused.bias = nn.Parameter((bias * scale + shift).to(fused.weight),
+                              requires_grad=layer.bias is not None and layer.bias.requires_grad)
     return fused
 
 

@@ -32,17 +32,19 @@ class GhostBatchNorm(_BatchNormBase):
         num_features: C.
         ghost_batch_size: examples per ghost batch, >= 1 (a ghost batch needs more than one value
             per channel, so 1 only works with spatial dims).
-        eps, momentum, affine, track_running_stats: as :class:`~bncourse.nn.BatchNorm`.
+        eps, momentum, affine, track_running_stats, bias: as :class:`~bncourse.nn.BatchNorm`.
     """
 
     def __init__(self, num_features: int, ghost_batch_size: int, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, device=None, dtype=None) -> None:
+                 track_running_stats: bool = True, device=None, dtype=None, *,
+                 bias: bool = True) -> None:
         if isinstance(ghost_batch_size, bool) or not isinstance(ghost_batch_size, int) \
                 or ghost_batch_size < 1:
             raise ValueError(
                 f"expected ghost_batch_size to be a positive int (got {ghost_batch_size!r})")
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype,
+                         bias=bias)
         self.ghost_batch_size = ghost_batch_size
 
     def extra_repr(self) -> str:

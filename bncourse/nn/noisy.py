@@ -52,7 +52,7 @@ class NoisyBatchNorm(_BatchNormBase):
     constants.
 
     Args:
-        num_features, eps, momentum, affine, track_running_stats: as
+        num_features, eps, momentum, affine, track_running_stats, bias: as
             :class:`~bncourse.nn.BatchNorm`.
         noise_mean_range: ``(mu_lo, mu_hi)`` of the per-step shift centre. Default:
             (-0.5, 0.5).
@@ -92,8 +92,11 @@ class NoisyBatchNorm(_BatchNormBase):
         generator: torch.Generator | None = None,
         device=None,
         dtype=None,
+        *,
+        bias: bool = True,
     ) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype,
+                         bias=bias)
         self.noise_mean_range = _check_range("noise_mean_range", noise_mean_range)
         self.noise_scale_range = _check_range("noise_scale_range", noise_scale_range,
                                               positive=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bncourse.nn.batchnorm import _as_channel, _BatchNormBase, batch_norm_train
+from bncourse.nn.batchnorm import _affine, _as_channel, _BatchNormBase, batch_norm_train
 
 __all__ = ["BatchRenorm"]
 
@@ -46,7 +46,7 @@ class BatchRenorm(_BatchNormBase):
     def __init__(self, num_features: int, r_max: float = 3.0, d_max: float = 5.0,
                  warmup_steps: int = 0, ramp_steps: int = 0, eps: float = 1e-5,
                  momentum: float | None = 0.01, affine: bool = True,
-                 device=None, dtype=None) -> None:
+                 device=None, dtype=None, *, bias: bool = True) -> None:
         if not r_max >= 1.0:
             raise ValueError(f"expected r_max >= 1 (got r_max={r_max})")
         if not d_max >= 0.0:
@@ -54,7 +54,7 @@ class BatchRenorm(_BatchNormBase):
         if warmup_steps < 0 or ramp_steps < 0:
             raise ValueError("expected warmup_steps >= 0 and ramp_steps >= 0 "
                              f"(got {warmup_steps} and {ramp_steps})")
-        super().__init__(num_features, eps, momentum, affine, True, device, dtype)
+        super().__init__(num_features, eps, momentum, affine, True, device, dtype, bias=bias)
         self.r_max, self.d_max = float(r_max), float(d_max)
         self.warmup_steps, self.ramp_steps = warmup_steps, ramp_steps
 
@@ -81,6 +81,4 @@ class BatchRenorm(_BatchNormBase):
             r = (torch.sqrt(var + self.eps) / running_std).clamp(1.0 / r_max, r_max)
             d = ((mean - self.running_mean) / running_std).clamp(-d_max, d_max)
         out = x_hat * _as_channel(r, x.dim()) + _as_channel(d, x.dim())
-        if self.affine:
-            out = out * _as_channel(self.weight, x.dim()) + _as_channel(self.bias, x.dim())
-        return out, mean, var, x.numel() // x.shape[1]
+        return _affine(out, self.weight, self.bias), mean, var, x.numel() // x.shape[1]

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from bncourse.nn.batchnorm import _as_channel, _BatchNormBase, _reduce_dims
+from bncourse.nn.batchnorm import _affine, _as_channel, _BatchNormBase, _reduce_dims
 
 __all__ = ["SyncBatchNorm"]
 
@@ -51,9 +51,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         var = _all_reduce_sum((x_hat * x_hat).sum(dims), group) / total      # (C,) biased
         inv_std = torch.rsqrt(var + eps)
         x_hat.mul_(_as_channel(inv_std, x.dim()))
-        out = x_hat
-        if weight is not None:
-            out = torch.addcmul(_as_channel(bias, x.dim()), x_hat, _as_channel(weight, x.dim()))
+        out = _affine(x_hat, weight, bias)
         ctx.save_for_backward(x_hat, inv_std, weight)
         ctx.total, ctx.group = total, group
         ctx.mark_non_differentiable(mean, var)
@@ -86,13 +84,13 @@ class SyncBatchNorm(_BatchNormBase):
     across workers as for any parameter (``DistributedDataParallel`` does).
 
     Without an initialized process group (or with a group of one) it is plain batch norm, so the
-    same model runs in a notebook and under ``torchrun``. Eval mode uses the running statistics
-    and communicates nothing.
+    same model runs in a notebook and under ``torchrun``. Eval mode communicates nothing: it uses
+    the running statistics, or (``track_running_stats=False``) the local batch's.
 
     Args:
         num_features: C.
         process_group: the group to synchronize over. Default: the whole world.
-        eps, momentum, affine, track_running_stats: as :class:`~bncourse.nn.BatchNorm`.
+        eps, momentum, affine, track_running_stats, bias: as :class:`~bncourse.nn.BatchNorm`.
 
     Every worker must call forward (and backward) the same number of times, as with any
     collective; a worker's local batch may have a single value per channel as long as the
@@ -101,17 +99,20 @@ class SyncBatchNorm(_BatchNormBase):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True,
-                 process_group=None, device=None, dtype=None) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+                 process_group=None, device=None, dtype=None, *, bias: bool = True) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype,
+                         bias=bias)
         self.process_group = process_group
 
     def _synchronized(self) -> bool:
-        return (dist.is_available() and dist.is_initialized()
+        """Training with a process group of more than one worker. Eval mode never communicates,
+        even without running statistics: one worker may run inference alone."""
+        return (self.training and dist.is_available() and dist.is_initialized()
                 and dist.get_world_size(self.process_group) > 1)
 
     def _check_input(self, x: Tensor, *, training: bool | None = None) -> None:
         # one value per channel locally is fine when synchronized: forward checks the global count
-        super()._check_input(x, training=self.training and not self._synchronized())
+        super()._check_input(x, training=self._uses_batch_stats() and not self._synchronized())
 
     def _normalize_batch(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
         if not self._synchronized():

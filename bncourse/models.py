@@ -218,6 +218,7 @@ def cnn1d(
 
     Examples::
 
+        >>> import torch
         >>> cnn1d(norm="batch")(torch.randn(8, 40)).shape
         torch.Size([8, 10])
     """

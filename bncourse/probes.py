@@ -186,8 +186,9 @@ def record_percentiles(
 
     Examples::
 
-        >>> with record_percentiles(model.act2, unit=0) as rec:
-        ...     model(x)
+        >>> model = nn.Sequential(nn.Linear(4, 3), nn.Sigmoid())
+        >>> with record_percentiles(model[1], unit=0) as rec:
+        ...     _ = model(torch.randn(16, 4))
         >>> rec.as_array().shape
         (1, 3)
     """

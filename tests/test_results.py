@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -134,18 +135,39 @@ def test_results_are_found_whatever_the_working_directory(tmp_path):
     assert out.stdout.strip() == "mlp_bn"
 
 
-def test_a_wheel_ships_every_stored_result_and_the_installed_package_reads_them(tmp_path):
+def _sources_outside_the_tree(tmp_path) -> Path:
+    """A copy of what the wheel is built from: setuptools writes scratch files into build/
+    next to pyproject.toml, where `./course build` also writes."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "bncourse", src / "bncourse",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return src
+
+
+def test_a_wheel_ships_every_module_and_stored_result_and_the_installed_package_reads_them(
+        tmp_path):
+    src = _sources_outside_the_tree(tmp_path)
+    before = sorted((ROOT / "build").glob("*")) if (ROOT / "build").exists() else []
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path / "dist"), str(ROOT)], check=True,
+                    "-q", "-w", str(tmp_path / "dist"), str(src)], check=True,
                    capture_output=True)
+    after = sorted((ROOT / "build").glob("*")) if (ROOT / "build").exists() else []
+    assert after == before                             # nothing written into the source tree
     (wheel,) = (tmp_path / "dist").glob("bncourse-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"bncourse/results/{n}.json" for n in NAMES} <= names
-    assert "bncourse/experiments/registry.py" in names and "bncourse/nn/batchnorm.py" in names
+    assert {f"bncourse/results/bench/{n}.json" for n in ("inference", "training_cost")} <= names
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "bncourse").rglob("*.py")}
+    assert modules <= names, modules - names
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                     str(site), str(wheel)], check=True, capture_output=True)
-    code = ("import bncourse, bncourse.experiments as e; "
+    code = ("import bncourse, bncourse.experiments as e, importlib, pkgutil; "
+            "[importlib.import_module(m.name) for m in "
+            "pkgutil.walk_packages(bncourse.__path__, 'bncourse.')]; "
             "print(bncourse.__file__); print(e.load_result('mlp_bn').config_hash)")
     env = {k: v for k, v in os.environ.items() if k != "BNCOURSE_RESULTS_DIR"}
     env["PYTHONPATH"] = str(site)
@@ -156,8 +178,10 @@ def test_a_wheel_ships_every_stored_result_and_the_installed_package_reads_them(
 
 
 def test_results_dir_is_the_package_data_folder_by_default(monkeypatch):
+    import bncourse
+
     monkeypatch.delenv("BNCOURSE_RESULTS_DIR", raising=False)
-    assert Path(str(results_dir())) == ROOT / "bncourse" / "results"
+    assert Path(str(results_dir())) == Path(bncourse.__file__).parent / "results"
 
 
 def test_arm_defaults_describe_the_shared_protocol():

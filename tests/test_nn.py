@@ -18,6 +18,7 @@ from bncourse.nn import (
 )
 
 FLOAT64_ATOL = 1e-12   # same maths in float64: only round-off differs
+SECOND_ORDER_ATOL = 1e-9   # second derivatives sum over many more terms: more round-off
 FLOAT32_ATOL = 1e-5
 TORCH_BN = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
 SHAPES = [(8, 4), (6, 4, 5), (3, 4, 5, 2), (2, 4, 3, 2, 2)]
@@ -177,12 +178,81 @@ def test_gradcheck_eval_mode():
     assert torch.autograd.gradcheck(bn, (x,))
 
 
-def test_double_backward_raises_instead_of_wrong_answer():
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_gradgradcheck_in_float64(train):
     bn = BatchNorm(3).double()
-    x = random_input((4, 3), 0).requires_grad_(True)
-    (dx,) = torch.autograd.grad(bn(x).pow(2).sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="once_differentiable|double backward|derivative"):
-        dx.sum().backward()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2.0)
+        bn.bias.normal_()
+    bn(random_input((6, 3, 2), 0))
+    bn.train(train)
+    x = random_input((4, 3, 2), 1).requires_grad_(True)
+    assert torch.autograd.gradgradcheck(lambda x: bn(x), (x,))
+    assert torch.autograd.gradgradcheck(lambda w, b: torch.func.functional_call(
+        bn, {"weight": w, "bias": b}, (x.detach(),)), (bn.weight.detach().clone().requires_grad_(),
+                                                     bn.bias.detach().clone().requires_grad_()))
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_second_derivatives_equal_torchs(train):
+    ref, ours = make_pair(3)
+    ref.train(train), ours.train(train)
+    x = random_input((6, 4, 5), 0)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=x.dtype)
+    second = []
+    for module in (ref, ours):
+        xi = x.clone().requires_grad_(True)
+        (dx,) = torch.autograd.grad((module(xi) * g).sum(), xi, create_graph=True)
+        second.append(torch.autograd.grad(dx.pow(2).sum(), (xi, module.weight),
+                                          allow_unused=True))    # eval: dx does not depend on x
+    for a, b in zip(*second, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(b, a, atol=SECOND_ORDER_ATOL, rtol=0)
+
+
+def test_vmap_over_independent_batches_equals_a_loop():
+    bn = BatchNorm(4, track_running_stats=False).double()
+    xs = random_input((5, 6, 4, 3), 0)                     # 5 independent batches
+    looped = torch.stack([bn(x) for x in xs])
+    torch.testing.assert_close(torch.func.vmap(bn)(xs), looped, atol=FLOAT64_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_jacobians_equal_torchs(vectorize):
+    ref, ours = make_pair(2, track_running_stats=False)
+    x = random_input((5, 4), 0)
+    j_ref = torch.autograd.functional.jacobian(ref, x, vectorize=vectorize)
+    j_ours = torch.autograd.functional.jacobian(ours, x, vectorize=vectorize)
+    torch.testing.assert_close(j_ours, j_ref, atol=FLOAT64_ATOL, rtol=0)
+    torch.testing.assert_close(torch.func.jacrev(ours)(x), j_ref, atol=FLOAT64_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_forward_mode_jvp_equals_torchs(train):
+    # training without running statistics: their in-place update cannot run under a transform
+    ref, ours = make_pair(3, track_running_stats=not train)
+    ref.train(train), ours.train(train)
+    x, t = random_input((6, 4, 5), 0), random_input((6, 4, 5), 1)
+    params = {n: p.detach() for n, p in ref.named_parameters()}
+    tangents = {n: torch.randn_like(p) for n, p in params.items()}
+    out = []
+    for module in (ref, ours):
+        def f(x, p, module=module):
+            return torch.func.functional_call(module, p, (x,))
+        out.append(torch.func.jvp(f, (x, params), (t, tangents)))
+    for a, b in zip(*out, strict=True):
+        torch.testing.assert_close(b, a, atol=FLOAT64_ATOL, rtol=0)
+
+
+def test_forward_tangent_on_running_statistics_raises_in_training_like_torch():
+    ref, ours = make_pair(2)
+    x, t = random_input((6, 4), 0), torch.ones(4, dtype=torch.float64)
+    for module in (ref, ours):
+        def f(r, module=module):
+            return torch.func.functional_call(module, {"running_mean": r}, (x,))
+        with pytest.raises(RuntimeError, match="in-place"):
+            torch.func.jvp(f, (module.running_mean.clone(),), (t,))
 
 
 def test_float32_forward_and_backward_close_to_torch():

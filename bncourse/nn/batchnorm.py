@@ -72,47 +72,82 @@ class _BatchNormTrainFunction(torch.autograd.Function):
 
         mean = E[x];  var = E[(x - mean)^2];  out = (x - mean) * gamma / sqrt(var + eps) + beta
 
-    It saves ``x``, ``mean`` and ``inv_std`` (like PyTorch's kernel, no (N, C, *) intermediate),
-    and the backward recomputes ``x - mean`` in the buffer that becomes ``dx``::
+    It saves ``x``, ``mean`` and ``inv_std`` (like PyTorch's kernel, no (N, C, *) intermediate);
+    the backward recomputes ``x - mean``::
 
         dx = gamma * inv_std * (dout - mean(dout) - x_hat * mean(dout * x_hat))
 
-    Only first derivatives are supported (``once_differentiable``): a double backward raises
-    instead of silently returning a wrong second derivative.
+    Written out of place in the ``setup_context`` style, so that every transform of PyTorch
+    works through it: ``torch.func.vmap`` (``generate_vmap_rule``), ``jacrev`` and vectorized
+    Jacobians, forward-mode AD (:meth:`jvp`), and double backward: under ``create_graph`` the
+    backward recomputes the statistics as differentiable functions of ``x`` (the saved ones are
+    constants), so second derivatives equal PyTorch's.
     """
 
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
-        m = x.numel() // x.shape[1]                      # values per channel
-        mean = x.mean(_reduce_dims(x), keepdim=True)     # (1, C, 1...)
-        out = torch.sub(x, mean)                         # (N, C, *), x - mean for now
-        var = _channel_dot(out, out) / m                 # (1, C, 1...) biased
-        inv_std = torch.rsqrt(var + eps)
-        out.mul_(inv_std if weight is None else inv_std * _as_channel(weight, x.dim()))
-        if bias is not None:
-            out.add_(_as_channel(bias, x.dim()))
-        ctx.save_for_backward(x, mean, inv_std, weight)
-        ctx.mark_non_differentiable(mean, var)
-        return out, mean.reshape(-1), var.reshape(-1)
+    generate_vmap_rule = True
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dout: Tensor, _dmean, _dvar):
-        x, mean, inv_std, weight = ctx.saved_tensors
-        m = x.numel() // x.shape[1]
-        dbias = dout.sum(_reduce_dims(x), keepdim=True)               # (1, C, 1...)
-        dx = torch.sub(x, mean)                                       # x - mean, becomes dx
-        dweight = _channel_dot(dout, dx) * inv_std                    # sum(dout * x_hat)
+    def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
+        m = x.numel() // x.shape[1]                                 # values per channel
+        mean = x.mean(_reduce_dims(x), keepdim=True)                # (1, C, 1...)
+        xc = x - mean                                               # (N, C, *)
+        var = _channel_dot(xc, xc) / m                              # (1, C, 1...) biased
+        inv_std = torch.rsqrt(var + eps)
         scale = inv_std if weight is None else inv_std * _as_channel(weight, x.dim())
-        if ctx.needs_input_grad[0]:
-            k = scale / m
-            # dx = scale * dout - k * dbias - k * x_hat * dweight, with x_hat = (x - mean) * inv_std
-            dx.mul_(-k * inv_std * dweight).sub_(k * dbias).addcmul_(dout, scale)
+        if bias is None:
+            out = xc * scale
         else:
-            dx = None
-        dw = dweight.reshape(-1) if ctx.needs_input_grad[1] else None
-        db = dbias.reshape(-1) if ctx.needs_input_grad[2] else None
+            out = torch.addcmul(_as_channel(bias, x.dim()), xc, scale)
+        return out, mean.reshape(-1), var.reshape(-1), inv_std
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, weight, bias, eps = inputs
+        _, mean, _, inv_std = output
+        ctx.save_for_backward(x, weight, mean, inv_std)
+        ctx.save_for_forward(x, weight, mean, inv_std)
+        ctx.eps, ctx.has_bias = eps, bias is not None
+        ctx.mark_non_differentiable(*output[1:])
+
+    @staticmethod
+    def backward(ctx, dout: Tensor, *_):
+        x, weight, mean, inv_std = ctx.saved_tensors
+        dims, m = _reduce_dims(x), x.numel() // x.shape[1]
+        if torch.is_grad_enabled():
+            # create_graph: the statistics as differentiable functions of x (second derivatives)
+            mean = x.mean(dims, keepdim=True)
+            xc = x - mean
+            inv_std = torch.rsqrt((xc * xc).sum(dims, keepdim=True) / m + ctx.eps)
+        else:
+            xc = x - _as_channel(mean, x.dim())
+        dbias = dout.sum(dims, keepdim=True)                        # (1, C, 1...)
+        dweight = _channel_dot(dout, xc) * inv_std                  # sum(dout * x_hat)
+        scale = inv_std if weight is None else inv_std * _as_channel(weight, x.dim())
+        dx = None
+        if ctx.needs_input_grad[0]:
+            # dx = scale * dout - scale * mean(dout) - scale * x_hat * mean(dout * x_hat)
+            dx = torch.addcmul(-scale * dbias / m, dout, scale)
+            # in place only into dx, which is batched under vmap whenever anything is
+            dx.addcmul_(xc, -scale * inv_std * dweight / m)
+        dw = dweight.reshape(-1) if weight is not None and ctx.needs_input_grad[1] else None
+        db = dbias.reshape(-1) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return dx, dw, db, None
+
+    @staticmethod
+    def jvp(ctx, x_t: Tensor, w_t: Tensor | None, b_t: Tensor | None, _eps_t):
+        """Forward mode: the tangent of ``out`` for tangents of ``x``, ``weight``, ``bias``."""
+        x, weight, mean, inv_std = ctx.saved_tensors
+        dims, m = _reduce_dims(x), x.numel() // x.shape[1]
+        xc = x - _as_channel(mean, x.dim())
+        dxc = x_t - x_t.mean(dims, keepdim=True)
+        dvar = 2 * _channel_dot(xc, dxc) / m                        # (1, C, 1...)
+        dx_hat = dxc * inv_std - xc * (0.5 * inv_std**3 * dvar)
+        dout = dx_hat if weight is None else dx_hat * _as_channel(weight, x.dim())
+        if w_t is not None:
+            dout = dout + xc * inv_std * _as_channel(w_t, x.dim())
+        if b_t is not None:
+            dout = dout + _as_channel(b_t, x.dim())
+        return dout, None, None, None           # mean, var, inv_std are not differentiable
 
 
 def batch_norm_train(
@@ -124,7 +159,8 @@ def batch_norm_train(
         ``(out, mean, var)``: ``out`` like ``x``; ``mean`` and the biased ``var`` are (C,) and
         carry no gradient.
     """
-    return _BatchNormTrainFunction.apply(x, weight, bias, eps)
+    out, mean, var, _ = _BatchNormTrainFunction.apply(x, weight, bias, eps)
+    return out, mean, var
 
 
 class _BatchNormBase(nn.Module):
@@ -301,8 +337,8 @@ class BatchNorm(_BatchNormBase):
     ``Var[x] * m / (m - 1)``. Same arguments, parameters, buffers and ``state_dict`` keys as
     ``torch.nn.BatchNorm1d/2d/3d``; one class serves every input rank.
 
-    The training forward is a custom autograd function with the closed-form backward, so only
-    first derivatives are available.
+    The training forward is a custom autograd function with the closed-form backward; it works
+    with ``torch.func`` transforms (vmap, jacrev, jvp), forward-mode AD and double backward.
 
     Examples::
 

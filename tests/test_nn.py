@@ -439,3 +439,19 @@ def test_every_variant_takes_bias_false(make):
     assert bn.weight.grad is not None and x.grad.shape == x.shape
     bn.eval()
     assert bn(x).shape == x.shape
+
+
+def test_eval_mode_propagates_a_running_mean_tangent_where_torch_drops_it():
+    # Documented difference: torch's eval kernel returns a zero tangent for a tangent on
+    # running_mean; ours differentiates the affine map, d out / d running_mean = -gamma / std.
+    ref, ours = make_pair(2)
+    ref.eval(), ours.eval()
+    x, t = random_input((5, 4), 0), torch.ones(4, dtype=torch.float64)
+    tangents = []
+    for module in (ref, ours):
+        def f(r, module=module):
+            return torch.func.functional_call(module, {"running_mean": r}, (x,))
+        tangents.append(torch.func.jvp(f, (module.running_mean.clone(),), (t,))[1])
+    assert torch.count_nonzero(tangents[0]) == 0
+    expected = -ours.weight.detach() / torch.sqrt(ours.running_var + ours.eps)
+    torch.testing.assert_close(tangents[1], expected.expand(5, 4), atol=FLOAT64_ATOL, rtol=0)

@@ -455,3 +455,38 @@ def test_eval_mode_propagates_a_running_mean_tangent_where_torch_drops_it():
     assert torch.count_nonzero(tangents[0]) == 0
     expected = -ours.weight.detach() / torch.sqrt(ours.running_var + ours.eps)
     torch.testing.assert_close(tangents[1], expected.expand(5, 4), atol=FLOAT64_ATOL, rtol=0)
+
+
+# --- half precision (issue 13, item 9) -------------------------------------------------------
+
+HALF_SLACK_EPS = 0.25   # ours may be worse than torch's kernel by at most a quarter of an eps
+
+
+def _half_error(module, x):
+    """Largest error of module(x) against float64 BN of the same (rounded) input, in eps."""
+    exact = nn.BatchNorm1d(x.shape[1]).double()(x.double())
+    return ((module(x).double() - exact).abs().max() / torch.finfo(x.dtype).eps).item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mixed", [False, True], ids=["half module", "float32 module"])
+def test_half_inputs_accumulate_in_float32_as_accurately_as_torch(dtype, mixed):
+    # 70000 values per channel: a float16 sum of squares overflows (65504) without float32
+    torch.manual_seed(0)
+    x = (torch.randn(70000, 2) * 3 + 5).to(dtype)
+    ours, ref = BatchNorm(2), nn.BatchNorm1d(2)
+    if not mixed:
+        ours, ref = ours.to(dtype), ref.to(dtype)
+    err_ours, err_ref = _half_error(ours, x), _half_error(ref, x)
+    assert err_ours <= err_ref + HALF_SLACK_EPS, (err_ours, err_ref)
+
+
+def test_mixed_precision_returns_the_input_dtype_and_keeps_float32_statistics():
+    bn = BatchNorm(3)
+    x = torch.randn(16, 3, 4).to(torch.bfloat16).requires_grad_()
+    out = bn(x)
+    out.float().sum().backward()
+    assert out.dtype == x.grad.dtype == torch.bfloat16
+    assert bn.weight.grad.dtype == bn.running_mean.dtype == bn.running_var.dtype == torch.float32
+    bn.eval()
+    assert bn(x).dtype == torch.bfloat16

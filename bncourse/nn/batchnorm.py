@@ -40,6 +40,15 @@ def _as_channel(v: Tensor, ndim: int) -> Tensor:
 _SLAB_ELEMENTS = 1 << 18  # 1 MiB of float32: small enough for the allocator to recycle
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half-precision inputs (statistics of up to millions of values: sums in half
+    precision overflow at 65504 and lose digits), the input's own dtype otherwise."""
+    return torch.float32 if dtype in _HALF else dtype
+
+
 def _affine(out: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
     """``out * weight + bias`` per channel, skipping whichever is ``None``."""
     if weight is not None and bias is not None:
@@ -88,17 +97,19 @@ class _BatchNormTrainFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
+        acc = _accumulation_dtype(x.dtype)          # half inputs: float32 maths, rounded once
+        xa = x.to(acc)
         m = x.numel() // x.shape[1]                                 # values per channel
-        mean = x.mean(_reduce_dims(x), keepdim=True)                # (1, C, 1...)
-        xc = x - mean                                               # (N, C, *)
+        mean = xa.mean(_reduce_dims(x), keepdim=True)               # (1, C, 1...)
+        xc = xa - mean                                              # (N, C, *)
         var = _channel_dot(xc, xc) / m                              # (1, C, 1...) biased
         inv_std = torch.rsqrt(var + eps)
-        scale = inv_std if weight is None else inv_std * _as_channel(weight, x.dim())
+        scale = inv_std if weight is None else inv_std * _as_channel(weight.to(acc), x.dim())
         if bias is None:
             out = xc * scale
         else:
-            out = torch.addcmul(_as_channel(bias, x.dim()), xc, scale)
-        return out, mean.reshape(-1), var.reshape(-1), inv_std
+            out = torch.addcmul(_as_channel(bias.to(acc), x.dim()), xc, scale)
+        return out.to(x.dtype), mean.reshape(-1), var.reshape(-1), inv_std
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -107,11 +118,15 @@ class _BatchNormTrainFunction(torch.autograd.Function):
         ctx.save_for_backward(x, weight, mean, inv_std)
         ctx.save_for_forward(x, weight, mean, inv_std)
         ctx.eps, ctx.has_bias = eps, bias is not None
+        ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.mark_non_differentiable(*output[1:])
 
     @staticmethod
     def backward(ctx, dout: Tensor, *_):
-        x, weight, mean, inv_std = ctx.saved_tensors
+        x_in, weight_in, mean, inv_std = ctx.saved_tensors
+        acc = inv_std.dtype
+        x, dout = x_in.to(acc), dout.to(acc)
+        weight = None if weight_in is None else weight_in.to(acc)
         dims, m = _reduce_dims(x), x.numel() // x.shape[1]
         if torch.is_grad_enabled():
             # create_graph: the statistics as differentiable functions of x (second derivatives)
@@ -128,15 +143,23 @@ class _BatchNormTrainFunction(torch.autograd.Function):
             # dx = scale * dout - scale * mean(dout) - scale * x_hat * mean(dout * x_hat)
             dx = torch.addcmul(-scale * dbias / m, dout, scale)
             # in place only into dx, which is batched under vmap whenever anything is
-            dx.addcmul_(xc, -scale * inv_std * dweight / m)
-        dw = dweight.reshape(-1) if weight is not None and ctx.needs_input_grad[1] else None
-        db = dbias.reshape(-1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+            dx = dx.addcmul_(xc, -scale * inv_std * dweight / m).to(x_in.dtype)
+        dw = db = None
+        if weight is not None and ctx.needs_input_grad[1]:
+            dw = dweight.reshape(-1).to(weight_in.dtype)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = dbias.reshape(-1).to(ctx.bias_dtype)
         return dx, dw, db, None
 
     @staticmethod
     def jvp(ctx, x_t: Tensor, w_t: Tensor | None, b_t: Tensor | None, _eps_t):
         """Forward mode: the tangent of ``out`` for tangents of ``x``, ``weight``, ``bias``."""
-        x, weight, mean, inv_std = ctx.saved_tensors
+        x_in, weight, mean, inv_std = ctx.saved_tensors
+        acc = inv_std.dtype
+        x, x_t = x_in.to(acc), x_t.to(acc)
+        weight = None if weight is None else weight.to(acc)
+        w_t = None if w_t is None else w_t.to(acc)
+        b_t = None if b_t is None else b_t.to(acc)
         dims, m = _reduce_dims(x), x.numel() // x.shape[1]
         xc = x - _as_channel(mean, x.dim())
         dxc = x_t - x_t.mean(dims, keepdim=True)
@@ -147,7 +170,7 @@ class _BatchNormTrainFunction(torch.autograd.Function):
             dout = dout + xc * inv_std * _as_channel(w_t, x.dim())
         if b_t is not None:
             dout = dout + _as_channel(b_t, x.dim())
-        return dout, None, None, None           # mean, var, inv_std are not differentiable
+        return dout.to(x_in.dtype), None, None, None    # mean, var, inv_std: no tangents
 
 
 def batch_norm_train(
@@ -297,14 +320,17 @@ class _BatchNormBase(nn.Module):
         return out, mean, var, x.numel() // x.shape[1]
 
     def _normalize_running(self, x: Tensor) -> Tensor:
-        """Eval mode: a per-channel affine map with the running statistics."""
-        inv_std = torch.rsqrt(self.running_var + self.eps)
-        scale, shift = inv_std, -self.running_mean * inv_std
+        """Eval mode: a per-channel affine map with the running statistics (computed in at
+        least float32, returned in the input's dtype)."""
+        acc = _accumulation_dtype(x.dtype)
+        inv_std = torch.rsqrt(self.running_var.to(acc) + self.eps)
+        scale, shift = inv_std, -self.running_mean.to(acc) * inv_std
         if self.weight is not None:
-            scale, shift = scale * self.weight, shift * self.weight
+            scale, shift = scale * self.weight.to(acc), shift * self.weight.to(acc)
         if self.bias is not None:
-            shift = shift + self.bias
-        return torch.addcmul(_as_channel(shift, x.dim()), x, _as_channel(scale, x.dim()))
+            shift = shift + self.bias.to(acc)
+        out = torch.addcmul(_as_channel(shift, x.dim()), x.to(acc), _as_channel(scale, x.dim()))
+        return out.to(x.dtype)
 
     def _empty_batch(self, x: Tensor) -> Tensor:
         """No values: an empty output of ``x``'s shape (zero gradients for the parameters); the

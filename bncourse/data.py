@@ -26,7 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["MNIST1D", "load_mnist1d", "batches", "default_cache_dir", "BATCH_ORDERS"]
+__all__ = [
+    "MNIST1D", "load_mnist1d", "batches", "check_batch_args", "default_cache_dir", "BATCH_ORDERS",
+]
 
 #: Bump when the cached arrays change meaning (names, dtypes, preprocessing).
 _FORMAT_VERSION = 1
@@ -166,7 +168,9 @@ def load_mnist1d(cache_dir: str | os.PathLike | None = None) -> MNIST1D:
     return MNIST1D(*(torch.tensor(arrays[k]) for k in _KEYS))  # torch.tensor copies
 
 
-def _check_batch_args(x: Tensor, y: Tensor, batch_size: int, order: str) -> None:
+def check_batch_args(x: Tensor, y: Tensor, batch_size: int, order: str) -> None:
+    """Checks ``(x, y, batch_size, order)`` as :func:`batches` and :func:`bncourse.train.train`
+    take them; raises ``ValueError`` in PyTorch's expected/got style."""
     if x.dim() < 1 or y.dim() != 1 or x.shape[0] != y.shape[0]:
         raise ValueError(
             "expected x of shape (N, *) and y of shape (N,) "
@@ -214,7 +218,7 @@ def batches(
         >>> xb.shape, yb.shape
         (torch.Size([2, 4, 3]), torch.Size([2, 4]))
     """
-    _check_batch_args(x, y, batch_size, order)
+    check_batch_args(x, y, batch_size, order)
     n = x.shape[0]
     if not drop_last and n % batch_size:
         raise ValueError(

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from bncourse.state import restored  # noqa: F401 -- re-exported: probes restore the model
+
 __all__ = [
     "percentiles",
     "PercentileRecord",
@@ -303,27 +305,6 @@ def gradient_change(before: Sequence[Tensor], after: Sequence[Tensor]) -> Gradie
     l2, na, nb = (a - b).norm().item(), a.norm().item(), b.norm().item()
     cosine = (a @ b).item() / (na * nb) if na > 0 and nb > 0 else math.nan
     return GradientChange(l2, cosine, l2 / na if na > 0 else math.nan)
-
-
-@contextlib.contextmanager
-def restored(model: nn.Module) -> Iterator[nn.Module]:
-    """Restores every parameter, buffer, ``.grad`` and train/eval flag of ``model`` on exit."""
-    _check_module("model", model)
-    params = [(p, p.detach().clone(), None if p.grad is None else p.grad.clone())
-              for p in model.parameters()]
-    buffers = [(b, b.clone()) for b in model.buffers()]
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        yield model
-    finally:
-        with torch.no_grad():
-            for p, value, grad in params:
-                p.copy_(value)
-                p.grad = grad
-            for b, value in buffers:
-                b.copy_(value)
-        for m, flag in flags:
-            m.training = flag
 
 
 def _loss_and_grads(model, params, x, y, loss_fn) -> tuple[float, list[Tensor]]:

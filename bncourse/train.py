@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from bncourse.data import MNIST1D, _check_batch_args, batches
+from bncourse.data import MNIST1D, batches, check_batch_args
+from bncourse.state import restored
 
 __all__ = [
     "set_seed", "History", "Metrics", "evaluate", "train", "run_seeds", "EVAL_MODES", "SCHEDULES",
@@ -113,9 +114,7 @@ def evaluate(
     if device is not None:
         x, y = x.to(device), y.to(device)
 
-    flags = [(m, m.training) for m in model.modules()]
-    saved = [b.clone() for b in model.buffers()]
-    try:
+    with restored(model, parameters=False):
         model.train(mode == "train")
         loss_sum, correct = 0.0, 0
         for start in range(0, n, batch_size):
@@ -123,11 +122,6 @@ def evaluate(
             yb = y[start : start + batch_size]
             loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
             correct += (logits.argmax(dim=1) == yb).sum().item()
-    finally:
-        for b, s in zip(model.buffers(), saved, strict=True):
-            b.copy_(s)
-        for m, flag in flags:
-            m.training = flag
     return Metrics(loss=loss_sum / n, accuracy=correct / n)
 
 
@@ -216,7 +210,7 @@ def train(
     ):
         raise ValueError(f"expected max_steps to be a non-negative int or None (got {max_steps!r})")
 
-    _check_batch_args(data[0], data[1], batch_size, order)
+    check_batch_args(data[0], data[1], batch_size, order)
 
     device = torch.device(device)
     model.to(device)

@@ -4,7 +4,7 @@ One file per variant, each overriding only what differs from :class:`_BatchNormB
 (in :mod:`bncourse.nn.batchnorm`).
 """
 
-from bncourse.nn.batchnorm import BatchNorm, _BatchNormBase, batch_norm_train
+from bncourse.nn.batchnorm import BatchNorm, batch_norm_train
 from bncourse.nn.fold import fold_batchnorm, is_batchnorm
 from bncourse.nn.ghost import GhostBatchNorm
 from bncourse.nn.noisy import NoisyBatchNorm
@@ -24,5 +24,4 @@ __all__ = [
     "fold_batchnorm",
     "is_batchnorm",
     "precise_bn",
-    "_BatchNormBase",
 ]

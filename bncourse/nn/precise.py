@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from bncourse.nn.fold import is_batchnorm
+from bncourse.state import ModelState
 
 __all__ = ["precise_bn"]
 
@@ -38,9 +39,8 @@ def precise_bn(model: nn.Module, inputs: Iterable[Tensor]) -> nn.Module:
     bns = [m for m in model.modules() if is_batchnorm(m) and m.running_mean is not None]
     if not bns:
         raise ValueError("expected a model with batch norm layers that track running statistics")
-    modes = {m: m.training for m in model.modules()}
+    state = ModelState(model, parameters=False)
     momenta = {bn: bn.momentum for bn in bns}
-    saved = [(bn, {k: v.clone() for k, v in bn.named_buffers()}) for bn in bns]
     try:
         model.eval()  # dropout and the like as at inference; only the BNs see batch statistics
         for bn in bns:
@@ -54,13 +54,10 @@ def precise_bn(model: nn.Module, inputs: Iterable[Tensor]) -> nn.Module:
         if seen == 0:
             raise ValueError("expected at least one batch in inputs (got none)")
     except BaseException:
-        for bn, buffers in saved:  # leave the model as it was
-            for k, v in buffers.items():
-                getattr(bn, k).copy_(v)
+        state.restore(modes=False)  # leave the statistics as they were
         raise
     finally:
         for bn, momentum in momenta.items():
             bn.momentum = momentum
-        for m, mode in modes.items():
-            m.training = mode
+        state.restore(values=False)
     return model

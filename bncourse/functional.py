@@ -40,7 +40,12 @@ import numpy as np
 
 from bncourse._validation import check_eps, check_input_shape, check_momentum, check_param_shape
 
-__all__ = ["batchnorm_forward", "batchnorm_backward", "batchnorm_backward_compact"]
+__all__ = [
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "batchnorm_backward_compact",
+    "update_running_average",
+]
 
 
 def _reduce_axes(x: np.ndarray) -> tuple[int, ...]:
@@ -59,6 +64,16 @@ def _check_array(name: str, a) -> np.ndarray:
     if not np.issubdtype(a.dtype, np.floating):
         raise TypeError(f"expected {name} with a floating dtype (got {a.dtype})")
     return a
+
+
+def update_running_average(running: np.ndarray, batch_value: np.ndarray | float,
+                           momentum: float) -> np.ndarray:
+    """PyTorch's running-statistics update, in place:
+    ``running = (1 - momentum) * running + momentum * batch_value`` (``momentum`` weights the
+    *new* value; CS231n and Keras call ``1 - momentum`` the momentum). Returns ``running``."""
+    running *= 1 - momentum
+    running += momentum * batch_value
+    return running
 
 
 def batchnorm_forward(
@@ -115,10 +130,8 @@ def batchnorm_forward(
         sq = xmu**2                                  # (N, C, *)
         var = sq.mean(axis=axes, keepdims=True)      # (1, C, 1...) biased
         if running_mean is not None:
-            running_mean *= 1 - momentum
-            running_mean += momentum * mu.reshape(-1)
-            running_var *= 1 - momentum
-            running_var += momentum * var.reshape(-1) * (m / (m - 1))
+            update_running_average(running_mean, mu.reshape(-1), momentum)
+            update_running_average(running_var, var.reshape(-1) * (m / (m - 1)), momentum)
     else:
         mu = _as_channel(running_mean, x.ndim).astype(x.dtype, copy=False)
         xmu = x - mu

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
+from bncourse.functional import batchnorm_forward, update_running_average
+
 __all__ = [
     "normalized_output_samples",
     "running_mean_trace",
@@ -34,10 +36,10 @@ def normalized_output_samples(batch_size: int, *, x: float = 1.0, draws: int = 2
     if batch_size < 2:
         raise ValueError(f"expected batch_size >= 2 (got {batch_size})")
     rng = np.random.default_rng(seed)
-    mates = rng.standard_normal((draws, batch_size - 1))
-    batch = np.concatenate([np.full((draws, 1), x), mates], axis=1)       # (draws, B)
-    mean, var = batch.mean(axis=1), batch.var(axis=1)
-    return (x - mean) / np.sqrt(var + eps)
+    mates = rng.standard_normal((batch_size - 1, draws))
+    batch = np.concatenate([np.full((1, draws), x), mates], axis=0)       # (B, draws)
+    out, _ = batchnorm_forward(batch, None, None, training=True, eps=eps)  # each draw a channel
+    return out[0]
 
 
 def running_mean_trace(momentum: float, *, steps: int = 200, drift: float = 0.02,
@@ -58,10 +60,9 @@ def running_mean_trace(momentum: float, *, steps: int = 200, drift: float = 0.02
     true_mean = drift * np.arange(1, steps + 1)
     batch_mean = true_mean + rng.standard_normal(steps) / np.sqrt(batch_size)
     running = np.empty(steps)
-    value = 0.0
+    value = np.zeros(1)
     for t in range(steps):
-        value = (1 - momentum) * value + momentum * batch_mean[t]
-        running[t] = value
+        running[t] = update_running_average(value, batch_mean[t], momentum)[0]
     return true_mean, running
 
 

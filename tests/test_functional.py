@@ -9,7 +9,12 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bncourse.functional import batchnorm_backward, batchnorm_backward_compact, batchnorm_forward
+from bncourse.functional import (
+    batchnorm_backward,
+    batchnorm_backward_compact,
+    batchnorm_forward,
+    update_running_average,
+)
 from bncourse.gradcheck import numerical_gradient, rel_error
 
 FLOAT64_ATOL = 1e-12          # numpy vs torch, both float64: differences are round-off only
@@ -210,3 +215,10 @@ def test_one_value_per_channel_is_fine_in_eval_mode():
     out, _ = batchnorm_forward(np.ones((1, 3)), None, None, training=False,
                                running_mean=np.zeros(3), running_var=np.ones(3))
     assert out.shape == (1, 3)
+
+
+def test_update_running_average_is_torchs_rule_in_place():
+    running = np.array([1.0, -2.0])
+    out = update_running_average(running, np.array([3.0, 4.0]), 0.25)
+    assert out is running
+    np.testing.assert_allclose(running, [0.75 * 1.0 + 0.25 * 3.0, 0.75 * -2.0 + 0.25 * 4.0])

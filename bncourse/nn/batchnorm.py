@@ -60,6 +60,20 @@ def _affine(out: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
     return out
 
 
+def _closed_form_dx(dout: Tensor, xc: Tensor, inv_std: Tensor, scale: Tensor,
+                    mean_dout: Tensor, mean_dout_xhat: Tensor) -> Tensor:
+    """BN's input gradient in closed form, shared by every variant that normalizes a batch::
+
+        dx = scale * (dout - mean(dout) - x_hat * mean(dout * x_hat)),  x_hat = xc * inv_std
+
+    with the two per-channel means (1, C, 1...) taken over the values the statistics covered
+    (one batch, or every worker's). Written to allocate one (N, C, *) tensor, updated in place
+    only where vmap allows it (it is batched whenever any input is).
+    """
+    dx = torch.addcmul(-scale * mean_dout, dout, scale)
+    return dx.addcmul_(xc, -scale * inv_std * mean_dout_xhat)
+
+
 def _channel_dot(a: Tensor, b: Tensor) -> Tensor:
     """Per-channel ``sum(a * b)`` over every dim but 1, as (1, C, 1, ...).
 
@@ -140,10 +154,7 @@ class _BatchNormTrainFunction(torch.autograd.Function):
         scale = inv_std if weight is None else inv_std * _as_channel(weight, x.dim())
         dx = None
         if ctx.needs_input_grad[0]:
-            # dx = scale * dout - scale * mean(dout) - scale * x_hat * mean(dout * x_hat)
-            dx = torch.addcmul(-scale * dbias / m, dout, scale)
-            # in place only into dx, which is batched under vmap whenever anything is
-            dx = dx.addcmul_(xc, -scale * inv_std * dweight / m).to(x_in.dtype)
+            dx = _closed_form_dx(dout, xc, inv_std, scale, dbias / m, dweight / m).to(x_in.dtype)
         dw = db = None
         if weight is not None and ctx.needs_input_grad[1]:
             dw = dweight.reshape(-1).to(weight_in.dtype)

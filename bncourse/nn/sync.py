@@ -11,7 +11,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from bncourse.nn.batchnorm import _affine, _as_channel, _BatchNormBase, _reduce_dims
+from bncourse.nn.batchnorm import (
+    _affine,
+    _as_channel,
+    _BatchNormBase,
+    _closed_form_dx,
+    _reduce_dims,
+)
 
 __all__ = ["SyncBatchNorm"]
 
@@ -68,8 +74,11 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         scale = inv_std if weight is None else inv_std * weight              # (C,)
         dx = None
         if ctx.needs_input_grad[0]:
-            dx = (dout - _as_channel(dbias_all, x_hat.dim())
-                  - x_hat * _as_channel(dweight_all, x_hat.dim())) * _as_channel(scale, x_hat.dim())
+            one = torch.ones_like(inv_std)               # x_hat is saved: its inv_std is 1
+            dx = _closed_form_dx(dout, x_hat, _as_channel(one, x_hat.dim()),
+                                 _as_channel(scale, x_hat.dim()),
+                                 _as_channel(dbias_all, x_hat.dim()),
+                                 _as_channel(dweight_all, x_hat.dim()))
         dw = dweight_local if ctx.needs_input_grad[1] else None
         db = dbias_local if ctx.needs_input_grad[2] else None
         return dx, dw, db, None, None

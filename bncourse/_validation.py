@@ -1,12 +1,47 @@
-"""Input checks shared by the numpy reference and the PyTorch modules.
+"""Input checks shared by the whole package.
 
 Messages follow PyTorch's "expected ... (got ...)" style so a learner who later meets
-``torch.nn.BatchNorm1d``'s errors recognises them.
+``torch.nn.BatchNorm1d``'s errors recognises them. One rule for the exception type: a wrong type
+or dtype raises ``TypeError``, a wrong value or shape ``ValueError``. (``bool`` is not accepted
+where a number is expected, although Python counts it as an ``int``.)
 """
 
 from __future__ import annotations
 
 import math
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_int(name: str, value, *, minimum: int | None = None, allow_none: bool = False) -> None:
+    """``value`` must be an int (``TypeError``) of at least ``minimum`` (``ValueError``)."""
+    if value is None and allow_none:
+        return
+    if not _is_int(value):
+        what = "an int or None" if allow_none else "an int"
+        raise TypeError(f"expected {name} to be {what} (got {type(value).__name__} {value!r})")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"expected {name} >= {minimum} (got {name}={value})")
+
+
+def check_real(name: str, value, *, minimum: float | None = None, positive: bool = False,
+               finite: bool = True) -> None:
+    """``value`` must be a real number (``TypeError``), finite, ``> 0`` with ``positive``, and at
+    least ``minimum`` (``ValueError``)."""
+    if not _is_real(value):
+        raise TypeError(f"expected {name} to be a number (got {type(value).__name__} {value!r})")
+    if finite and not math.isfinite(value):
+        raise ValueError(f"expected a finite {name} (got {name}={value})")
+    if positive and not value > 0:
+        raise ValueError(f"expected {name} > 0 (got {name}={value})")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"expected {name} >= {minimum} (got {name}={value})")
 
 
 def check_eps(eps: float) -> None:
@@ -37,8 +72,7 @@ def check_momentum(momentum: float | None, *, allow_none: bool = True) -> None:
 
 
 def check_num_features(num_features: int) -> None:
-    if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
-        raise ValueError(f"expected num_features to be a positive int (got {num_features!r})")
+    check_int("num_features", num_features, minimum=1)
 
 
 def check_input_shape(

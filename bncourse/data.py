@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bncourse._validation import check_int
+
 __all__ = [
     "MNIST1D", "load_mnist1d", "batches", "check_batch_args", "default_cache_dir", "BATCH_ORDERS",
 ]
@@ -176,8 +178,7 @@ def check_batch_args(x: Tensor, y: Tensor, batch_size: int, order: str) -> None:
             "expected x of shape (N, *) and y of shape (N,) "
             f"(got x {tuple(x.shape)}, y {tuple(y.shape)})"
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise ValueError(f"expected batch_size to be an int (got {batch_size!r})")
+    check_int("batch_size", batch_size)
     if not 1 <= batch_size <= x.shape[0]:
         raise ValueError(
             f"expected 1 <= batch_size <= {x.shape[0]} (the number of examples) "

@@ -28,6 +28,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from bncourse._validation import check_int
+
 __all__ = ["launch", "batchnorm_shard_step"]
 
 
@@ -82,8 +84,7 @@ def launch(fn: Callable, world_size: int, *args, backend: str = "gloo",
         RuntimeError: a worker failed (its traceback is included) or the timeout passed. No
             worker process outlives this call.
     """
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"expected world_size to be a positive int (got {world_size!r})")
+    check_int("world_size", world_size, minimum=1)
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     port = _free_port()

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
+from bncourse._validation import check_int
 from bncourse.nn import BatchNorm
 
 __all__ = ["mlp", "cnn1d", "NORMS", "ACTIVATIONS", "INITS", "NORM_POSITIONS"]
@@ -78,8 +79,8 @@ def _check_choice(name: str, value, allowed: tuple[str, ...]) -> None:
 
 def _check_sizes(name: str, sizes: Sequence[int]) -> tuple[int, ...]:
     sizes = tuple(sizes)
-    if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
-        raise ValueError(f"expected {name} to be a sequence of positive ints (got {sizes!r})")
+    for i, s in enumerate(sizes):
+        check_int(f"{name}[{i}]", s, minimum=1)
     return sizes
 
 
@@ -223,10 +224,8 @@ def cnn1d(
         torch.Size([8, 10])
     """
     channels = _check_sizes("channels", channels)
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
-        raise ValueError(f"expected kernel_size to be a positive int (got {kernel_size!r})")
-    if isinstance(in_length, bool) or not isinstance(in_length, int) or in_length < 1:
-        raise ValueError(f"expected in_length to be a positive int (got {in_length!r})")
+    check_int("kernel_size", kernel_size, minimum=1)
+    check_int("in_length", in_length, minimum=1)
     make_norm = _norm_factory(norm, conv=True)
     make_act = _activation_factory(activation)
     _check_common(norm_position, init, init_std)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from bncourse._validation import check_int, check_real
 from bncourse.state import restored  # noqa: F401 -- re-exported: probes restore the model
 
 __all__ = [
@@ -82,10 +83,7 @@ def _check_unit(unit) -> tuple[int, ...] | int | None:
 
 
 def _check_positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"expected {name} to be a float (got {type(value).__name__})")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"expected {name} > 0 (got {name}={value})")
+    check_real(name, value, positive=True)
     return float(value)
 
 
@@ -198,9 +196,7 @@ def record_percentiles(
     q, unit = _check_q(q), _check_unit(unit)
     if where not in ("input", "output"):
         raise ValueError(f"expected where to be 'input' or 'output' (got {where!r})")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                   or batch_size < 1):
-        raise ValueError(f"expected batch_size to be a positive int or None (got {batch_size!r})")
+    check_int("batch_size", batch_size, minimum=1, allow_none=True)
     record = PercentileRecord(q, unit)
 
     def hook(_module, inputs, output):

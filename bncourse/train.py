@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from bncourse._validation import check_int
 from bncourse.data import MNIST1D, batches, check_batch_args
 from bncourse.state import restored
 
@@ -103,8 +104,7 @@ def evaluate(
     n = x.shape[0]
     if batch_size is None:
         batch_size = n
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"expected batch_size to be a positive int or None (got {batch_size!r})")
+    check_int("batch_size", batch_size, minimum=1)
     if n == 0 or y.shape != (n,):
         raise ValueError(
             "expected x of shape (N, *) and y of shape (N,) with N > 0 "
@@ -203,12 +203,8 @@ def train(
         raise ValueError(f"expected eval_mode to be one of {EVAL_MODES} (got {eval_mode!r})")
     if schedule not in SCHEDULES:
         raise ValueError(f"expected schedule to be one of {SCHEDULES} (got {schedule!r})")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"expected epochs to be a non-negative int (got {epochs!r})")
-    if max_steps is not None and (
-        isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 0
-    ):
-        raise ValueError(f"expected max_steps to be a non-negative int or None (got {max_steps!r})")
+    check_int("epochs", epochs, minimum=0)
+    check_int("max_steps", max_steps, minimum=0, allow_none=True)
 
     check_batch_args(data[0], data[1], batch_size, order)
 

@@ -274,7 +274,6 @@ def test_drop_last_false_allowed_when_batch_size_divides():
     [
         ({"batch_size": 0}, "batch_size"),
         ({"batch_size": 11}, "batch_size"),
-        ({"batch_size": 2.0}, "batch_size"),
         ({"batch_size": 2, "order": "sorted"}, "order"),
         ({"batch_size": 3, "drop_last": False}, "drop_last"),
     ],
@@ -283,6 +282,12 @@ def test_bad_batch_arguments_raise(kwargs, match):
     x, y = _toy(10)
     with pytest.raises(ValueError, match=match):
         batches(x, y, **kwargs)
+
+
+def test_a_batch_size_that_is_not_an_int_raises_type_error():
+    x, y = _toy(10)
+    with pytest.raises(TypeError, match="expected batch_size to be an int"):
+        batches(x, y, 2.0)
 
 
 def test_length_mismatch_raises():

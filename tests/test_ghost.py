@@ -1,6 +1,8 @@
 """GhostBatchNorm: plain BN when one ghost batch covers the batch, else per-ghost statistics."""
 
 
+import re
+
 import pytest
 import torch
 from hypothesis import given
@@ -90,9 +92,16 @@ def test_ghost_batch_with_one_value_per_channel_raises():
         GhostBatchNorm(3, 4)(torch.randn(9, 3))  # last ghost batch: 1 example
 
 
-@pytest.mark.parametrize("bad", [0, -2, 2.5, True])
-def test_bad_ghost_batch_size_raises(bad):
-    with pytest.raises(ValueError, match="expected ghost_batch_size to be a positive int"):
+@pytest.mark.parametrize("bad", [0, -2])
+def test_a_ghost_batch_size_below_one_raises_value_error(bad):
+    message = f"expected ghost_batch_size >= 1 (got ghost_batch_size={bad})"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        GhostBatchNorm(3, bad)
+
+
+@pytest.mark.parametrize("bad", [2.5, True, "2"])
+def test_a_ghost_batch_size_that_is_not_an_int_raises_type_error(bad):
+    with pytest.raises(TypeError, match="expected ghost_batch_size to be an int"):
         GhostBatchNorm(3, bad)
 
 

@@ -258,15 +258,23 @@ def test_bad_choices_raise_naming_allowed_values(build, kwargs, match):
         build(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs", [{"hidden": (0,)}, {"hidden": (4.5,)}, {"dropout": 1.0},
-                                    {"dropout": -0.1}])
-def test_mlp_bad_sizes_raise(kwargs):
+@pytest.mark.parametrize("kwargs", [{"hidden": (0,)}, {"dropout": 1.0}, {"dropout": -0.1}])
+def test_mlp_bad_sizes_raise_value_error(kwargs):
     with pytest.raises(ValueError, match="expected"):
         mlp(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs", [{"channels": (0,)}, {"kernel_size": 0}, {"in_length": 0},
-                                    {"kernel_size": 2.0}])
-def test_cnn1d_bad_sizes_raise(kwargs):
+def test_mlp_a_width_that_is_not_an_int_raises_type_error():
+    with pytest.raises(TypeError, match=r"expected hidden\[1\] to be an int"):
+        mlp(hidden=(4, 4.5))
+
+
+@pytest.mark.parametrize("kwargs", [{"channels": (0,)}, {"kernel_size": 0}, {"in_length": 0}])
+def test_cnn1d_bad_sizes_raise_value_error(kwargs):
     with pytest.raises(ValueError, match="expected"):
         cnn1d(**kwargs)
+
+
+def test_cnn1d_a_kernel_size_that_is_not_an_int_raises_type_error():
+    with pytest.raises(TypeError, match="expected kernel_size to be an int"):
+        cnn1d(kernel_size=2.0)

@@ -311,7 +311,8 @@ def test_one_value_per_channel_is_fine_in_eval_mode():
         (dict(eps="1e-5"), TypeError, "expected eps to be a float"),
         (dict(momentum=1.5), ValueError, "expected momentum in [0, 1] (got momentum=1.5)"),
         (dict(momentum=-0.1), ValueError, "expected momentum in [0, 1]"),
-        (dict(num_features=0), ValueError, "expected num_features to be a positive int"),
+        (dict(num_features=0), ValueError, "expected num_features >= 1 (got num_features=0)"),
+        (dict(num_features=2.0), TypeError, "expected num_features to be an int"),
     ],
 )
 def test_bad_construction_arguments_raise(kwargs, error, phrase):

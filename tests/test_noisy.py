@@ -146,7 +146,7 @@ def test_eval_without_running_stats_adds_no_noise():
     ({"noise_mean_range": (0.5, -0.5)}, ValueError, "low <= high"),
     ({"noise_scale_range": (0.0, 1.0)}, ValueError, "positive"),
     ({"jitter": -0.1}, ValueError, "jitter >= 0"),
-    ({"jitter": "0.1"}, TypeError, "jitter to be a float"),
+    ({"jitter": "0.1"}, TypeError, "jitter to be a number"),
     ({"generator": 0}, TypeError, "torch.Generator"),
 ])
 def test_bad_arguments_raise(kwargs, error, match):

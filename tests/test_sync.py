@@ -106,8 +106,10 @@ def test_launch_reports_a_failing_worker_and_leaves_no_process_behind():
 
 
 def test_launch_rejects_a_bad_world_size():
-    with pytest.raises(ValueError, match="expected world_size to be a positive int"):
+    with pytest.raises(ValueError, match=r"expected world_size >= 1 \(got world_size=0\)"):
         launch(_failing_worker, 0)
+    with pytest.raises(TypeError, match="expected world_size to be an int"):
+        launch(_failing_worker, 2.0)
 
 
 @pytest.mark.parametrize("track_running_stats", [True, False])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bncourse._validation import check_input_shape
+from bncourse._validation import check_input_shape, check_int
 from bncourse.nn.batchnorm import _BatchNormBase, batch_norm_train
 
 __all__ = ["GhostBatchNorm"]
@@ -39,10 +39,7 @@ class GhostBatchNorm(_BatchNormBase):
                  momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, device=None, dtype=None, *,
                  bias: bool = True) -> None:
-        if isinstance(ghost_batch_size, bool) or not isinstance(ghost_batch_size, int) \
-                or ghost_batch_size < 1:
-            raise ValueError(
-                f"expected ghost_batch_size to be a positive int (got {ghost_batch_size!r})")
+        check_int("ghost_batch_size", ghost_batch_size, minimum=1)
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype,
                          bias=bias)
         self.ghost_batch_size = ghost_batch_size

@@ -12,6 +12,7 @@ import math
 import torch
 from torch import Tensor
 
+from bncourse._validation import check_real
 from bncourse.nn.batchnorm import _as_channel, _BatchNormBase
 
 __all__ = ["NoisyBatchNorm"]
@@ -100,10 +101,7 @@ class NoisyBatchNorm(_BatchNormBase):
         self.noise_mean_range = _check_range("noise_mean_range", noise_mean_range)
         self.noise_scale_range = _check_range("noise_scale_range", noise_scale_range,
                                               positive=True)
-        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)):
-            raise TypeError(f"expected jitter to be a float (got {type(jitter).__name__})")
-        if not (math.isfinite(jitter) and jitter >= 0):
-            raise ValueError(f"expected jitter >= 0 (got jitter={jitter})")
+        check_real("jitter", jitter, minimum=0)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(
                 f"expected generator to be a torch.Generator or None (got "

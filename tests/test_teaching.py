@@ -148,19 +148,29 @@ def _only_stubs(source: str) -> bool:
     return all(isinstance(n, top_level) for n in ast.parse(source).body)
 
 
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """Student copies and HTML of every course notebook, built once per test session."""
+    out = tmp_path_factory.mktemp("build")
+    build(NOTEBOOKS, out)
+    return out
+
+
+def _student_copy(built, path):
+    return built / "student" / path.name
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_student_copy_contains_no_solution_code(path, tmp_path):
-    (student_path,) = [p for p in build([path], tmp_path) if p.suffix == ".ipynb"]
-    student = nbformat.read(student_path, as_version=4)
+def test_student_copy_contains_no_solution_code(path, built):
+    student = nbformat.read(_student_copy(built, path), as_version=4)
     nbformat.validate(student)
     stubs = [c.source for c in student.cells if SOLUTION_TAG in c.metadata.get("tags", [])]
     assert stubs and all(_only_stubs(s) for s in stubs)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_student_copy_runs_up_to_its_first_exercise_stub(path, tmp_path):
-    (student_path,) = [p for p in build([path], tmp_path) if p.suffix == ".ipynb"]
-    student = nbformat.read(student_path, as_version=4)
+def test_student_copy_runs_up_to_its_first_exercise_stub(path, built):
+    student = nbformat.read(_student_copy(built, path), as_version=4)
     stubs = [i for i, c in enumerate(student.cells) if SOLUTION_TAG in c.metadata.get("tags", [])]
     assert stubs, "no exercise in this notebook"
     checker = stubs[0] + 1
@@ -190,3 +200,19 @@ def test_execute_stores_outputs_in_place_without_widget_state(tmp_path):
     assert seconds > 0 and "widgets" not in done.metadata
     assert done.cells[0].outputs[0]["text"] == "42\n"
     assert [c.execution_count for c in done.cells] == [1, 2]
+
+
+def test_command_line_build_slides_and_execute(tmp_path, capsys):
+    from bncourse.teaching import main
+
+    source = tmp_path / "notebooks" / "01_toy.ipynb"
+    source.parent.mkdir()
+    nb = toy_notebook()
+    for cell in nb.cells:
+        cell.metadata.pop("slideshow", None)
+    nbformat.write(nb, source)
+    main(["slides", str(source)])
+    assert "slide metadata added" in capsys.readouterr().out
+    main(["build", "--out", str(tmp_path / "out"), str(source)])
+    assert (tmp_path / "out" / "student" / "01_toy.ipynb").exists()
+    assert (tmp_path / "out" / "html" / "01_toy.html").exists()

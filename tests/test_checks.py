@@ -5,6 +5,10 @@ of the catalogue in ``bncourse.checks``, so a test fails if a catalogue entry dr
 mistake it claims to describe.
 """
 
+import importlib
+import inspect
+import pkgutil
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -21,6 +25,14 @@ from bncourse.checks import (
     check_function,
     check_running_update,
 )
+from bncourse.checks.backward import _BACKWARD_MISTAKES
+from bncourse.checks.folding import _FOLD_MISTAKES, _fold_cases, _fold_reference
+from bncourse.checks.forward import _FORWARD_MISTAKES
+from bncourse.checks.ics import _ICS_MISTAKES
+from bncourse.checks.module import _MODULE_MISTAKES, _variant_module
+from bncourse.checks.renorm import _RENORM_MISTAKES
+from bncourse.checks.running import _RUNNING_MISTAKES, _running_cases, _running_reference
+from bncourse.checks.verdict import _interval_cases, _interval_mistakes, _paired_interval_reference
 from bncourse.functional import batchnorm_backward, batchnorm_backward_compact, batchnorm_forward
 from bncourse.verdict import estimate
 
@@ -569,9 +581,9 @@ def test_checkers_are_deterministic():
 
 
 @pytest.mark.parametrize("catalogue, checker", [
-    (checks._FORWARD_MISTAKES, check_forward),
-    (checks._BACKWARD_MISTAKES, check_backward),
-    (checks._RUNNING_MISTAKES, check_running_update),
+    (_FORWARD_MISTAKES, check_forward),
+    (_BACKWARD_MISTAKES, check_backward),
+    (_RUNNING_MISTAKES, check_running_update),
 ])
 def test_every_catalogued_mistake_is_told_apart_from_the_others(catalogue, checker):
     for mistake in catalogue:
@@ -589,6 +601,32 @@ def test_check_function_is_usable_for_a_new_exercise(capsys):
     with pytest.raises(ExerciseError, match=r"You return \|x\|\. Fix: Use np.maximum"):
         check_function(lambda x: np.sqrt(x**2), lambda x: np.maximum(x, 0), relu_cases,
                        [abs_mistake], name="check_relu")
+
+
+def test_every_checker_of_the_package_is_public():
+    names = set(checks.__all__)
+    for info in pkgutil.iter_modules(checks.__path__):
+        module = importlib.import_module(f"bncourse.checks.{info.name}")
+        for name, obj in vars(module).items():
+            if (name.startswith("check_") and inspect.isfunction(obj)
+                    and obj.__module__ == module.__name__):
+                assert name in names, f"{module.__name__}.{name} is missing from __all__"
+                assert getattr(checks, name) is obj
+    assert all(hasattr(checks, name) for name in names)
+
+
+def test_references_built_on_functional_equal_their_closed_forms():
+    for case in _running_cases():
+        rm, rv, bm, bv, m, momentum = case.args
+        rule = ((1 - momentum) * rm + momentum * bm,
+                (1 - momentum) * rv + momentum * bv * m / (m - 1))
+        np.testing.assert_allclose(_running_reference(*case.args), rule, rtol=1e-13)
+    for case in _fold_cases():
+        weight, bias, gamma, beta, mean, var = case.args
+        s = gamma / np.sqrt(var + case.kwargs["eps"])
+        w_folded, b_folded = _fold_reference(*case.args, **case.kwargs)
+        np.testing.assert_allclose(w_folded, weight * s[:, None], rtol=1e-13)
+        np.testing.assert_allclose(b_folded, s * (bias - mean) + beta, rtol=1e-13)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -799,8 +837,8 @@ def test_module_with_a_wrong_constructor_signature_is_told_the_signature():
 
 
 def test_every_catalogued_module_mistake_is_told_apart_from_the_others():
-    for mistake in checks._MODULE_MISTAKES:
-        cls = checks._variant_module(mistake.key)
+    for mistake in _MODULE_MISTAKES:
+        cls = _variant_module(mistake.key)
         assert _diagnosis(check_batchnorm_module, cls).mistakes == (mistake.key,), mistake.key
 
 
@@ -857,7 +895,7 @@ def test_check_ics_measure_names_the_mistake(fn, key):
 
 
 def test_check_ics_measure_tells_every_catalogued_mistake_apart():
-    for mistake in checks._ICS_MISTAKES:
+    for mistake in _ICS_MISTAKES:
         with pytest.raises(ExerciseError) as info:
             checks.check_ics_measure(mistake.fn)
         assert info.value.mistakes == (mistake.key,), mistake.key
@@ -903,7 +941,7 @@ def test_renorm_learner_mistakes_are_named(kwargs, key):
 
 
 def test_every_catalogued_renorm_mistake_is_told_apart_from_the_others():
-    for mistake in checks._RENORM_MISTAKES:
+    for mistake in _RENORM_MISTAKES:
         assert _diagnosis(checks.check_renorm_rd, mistake.fn).mistakes == (mistake.key,), \
             mistake.key
 
@@ -1029,7 +1067,7 @@ def test_check_fold_linear_bn_names_the_mistake(key):
 
 
 def test_check_fold_linear_bn_tells_every_catalogued_mistake_apart():
-    for mistake in checks._FOLD_MISTAKES:
+    for mistake in _FOLD_MISTAKES:
         with pytest.raises(ExerciseError) as info:
             checks.check_fold_linear_bn(mistake.fn)
         assert info.value.mistakes == (mistake.key,), mistake.key
@@ -1085,15 +1123,15 @@ def test_check_paired_interval_accepts_a_correct_solution(capsys):
 
 
 def test_check_paired_interval_reference_equals_the_verdict_rules_interval():
-    for case in checks._interval_cases():
-        ref = checks._paired_interval_reference(*case.args, **case.kwargs)
+    for case in _interval_cases():
+        ref = _paired_interval_reference(*case.args, **case.kwargs)
         e = estimate(*case.args)
         low, high = e.interval(case.kwargs.get("confidence", 0.95))
         np.testing.assert_allclose(ref, (e.mean, low, high), rtol=1e-12)
 
 
 def test_check_paired_interval_tells_every_catalogued_mistake_apart():
-    for mistake in checks._interval_mistakes():
+    for mistake in _interval_mistakes():
         with pytest.raises(ExerciseError) as info:
             checks.check_paired_interval(mistake.fn)
         assert info.value.mistakes == (mistake.key,), mistake.key

@@ -1,0 +1,156 @@
+"""check_forward (notebook 01): the training-mode forward pass.
+
+The oracle is :func:`bncourse.functional.batchnorm_forward`. The catalogue's variants build
+their (buggy) normalization with :func:`_norm`, whose axes, variance, denominator and centring
+can each be set wrong: they are the mistakes, not a second reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from bncourse.checks._inputs import _TINY, _bn_inputs, _ch, _label
+from bncourse.checks.engine import SEED, Case, Hint, Mistake, check_function
+from bncourse.functional import batchnorm_forward
+
+__all__ = ["check_forward"]
+
+
+def _forward_reference(x, gamma, beta, eps=1e-5):
+    return batchnorm_forward(x, gamma, beta, training=True, eps=eps)[0]
+
+
+def _reduce_axes(ndim: int) -> tuple[int, ...]:
+    return (0, *range(2, ndim))
+
+
+def _norm(x, eps, *, axes=None, ddof=0, mode="sqrt_var_eps", center=True):
+    """(x - mean) / denominator with the statistics over ``axes`` (default: the right ones)."""
+    axes = _reduce_axes(x.ndim) if axes is None else axes
+    mu = x.mean(axis=axes, keepdims=True)
+    var = x.var(axis=axes, keepdims=True, ddof=ddof)
+    denom = {"sqrt_var_eps": np.sqrt(var + eps), "sqrt_var": np.sqrt(var),
+             "sqrt_var_plus_eps": np.sqrt(var) + eps, "var_eps": var + eps}[mode]
+    return ((x - mu) if center else x) / denom
+
+
+def _affine(x_hat, gamma, beta):
+    return _ch(gamma, x_hat.ndim) * x_hat + _ch(beta, x_hat.ndim)
+
+
+_FORWARD_MISTAKES = (
+    Mistake("per_example",
+            "The statistics are taken per example (over axis 1), not per channel.",
+            "BN averages each channel over the batch: `x.mean(axis=0)` for (N, C) inputs, "
+            "over axes (0, 2) for (N, C, L) ones, with keepdims=True.",
+            lambda x, gamma, beta, eps=1e-5: _affine(_norm(x, eps, axes=(1,)), gamma, beta)),
+    Mistake("per_example_all_axes",
+            "The statistics are taken per example (over every axis but 0), not per channel.",
+            "BN averages each channel over the batch: over every axis except 1, "
+            "with keepdims=True.",
+            lambda x, gamma, beta, eps=1e-5: _affine(
+                _norm(x, eps, axes=tuple(range(1, x.ndim))), gamma, beta)),
+    Mistake("global_stats",
+            "One mean and variance for the whole array, instead of one per channel.",
+            "Reduce over every axis except the channel axis 1: "
+            "`x.mean(axis=(0, *range(2, x.ndim)), keepdims=True)`.",
+            lambda x, gamma, beta, eps=1e-5: _affine(
+                _norm(x, eps, axes=tuple(range(x.ndim))), gamma, beta)),
+    Mistake("axis0_only",
+            "For (N, C, L) inputs the statistics are taken over axis 0 only, so each position "
+            "along L gets its own mean and variance; (N, C) inputs are right.",
+            "Each channel has one mean and variance over all its N * L values: reduce over "
+            "axes (0, 2), i.e. `axis=(0, *range(2, x.ndim))`.",
+            lambda x, gamma, beta, eps=1e-5: _affine(_norm(x, eps, axes=(0,)), gamma, beta)),
+    Mistake("forgot_eps",
+            "eps is missing: you divide by sqrt(var). It shows in the channel whose variance is "
+            "tiny (~1e-4), and it would divide by zero for a constant channel.",
+            "Divide by `np.sqrt(var + eps)`.",
+            lambda x, gamma, beta, eps=1e-5: _affine(_norm(x, eps, mode="sqrt_var"), gamma, beta)),
+    Mistake("eps_outside_sqrt",
+            "eps is added outside the square root: you divide by sqrt(var) + eps.",
+            "Add eps to the variance, then take the root: `np.sqrt(var + eps)`.",
+            lambda x, gamma, beta, eps=1e-5: _affine(
+                _norm(x, eps, mode="sqrt_var_plus_eps"), gamma, beta)),
+    Mistake("hardcoded_eps",
+            "The `eps` argument is ignored: your function uses eps = 1e-5 whatever it is given "
+            "(the cases with eps=0.001 are wrong).",
+            "Use the `eps` parameter, not a constant.",
+            lambda x, gamma, beta, eps=1e-5: _affine(_norm(x, 1e-5), gamma, beta)),
+    Mistake("divided_by_variance",
+            "You divide by the variance, not by the standard deviation.",
+            "Divide by the square root: `np.sqrt(var + eps)`.",
+            lambda x, gamma, beta, eps=1e-5: _affine(_norm(x, eps, mode="var_eps"), gamma, beta)),
+    Mistake("unbiased_variance",
+            "The normalization uses the unbiased variance (divided by m - 1). BN normalizes "
+            "with the biased one (divided by m); only the running variance is unbiased.",
+            "Use `x.var(axis=..., keepdims=True)` (ddof=0, numpy's default), or "
+            "`((x - mu) ** 2).mean(...)`.",
+            lambda x, gamma, beta, eps=1e-5: _affine(_norm(x, eps, ddof=1), gamma, beta)),
+    Mistake("not_centered",
+            "The mean is not subtracted: you divide x itself by the standard deviation.",
+            "x_hat = (x - mu) / np.sqrt(var + eps).",
+            lambda x, gamma, beta, eps=1e-5: _affine(_norm(x, eps, center=False), gamma, beta)),
+    Mistake("gamma_beta_swapped",
+            "gamma and beta are swapped: you compute beta * x_hat + gamma.",
+            "out = gamma * x_hat + beta: gamma scales, beta shifts.",
+            lambda x, gamma, beta, eps=1e-5: _affine(_norm(x, eps), beta, gamma)),
+    Mistake("no_affine",
+            "gamma and beta are not applied: you return x_hat.",
+            "Finish with out = gamma * x_hat + beta.",
+            lambda x, gamma, beta, eps=1e-5: _norm(x, eps)),
+    Mistake("no_gamma",
+            "gamma is not applied: you return x_hat + beta.",
+            "out = gamma * x_hat + beta.",
+            lambda x, gamma, beta, eps=1e-5: _norm(x, eps) + _ch(beta, x.ndim)),
+    Mistake("no_beta",
+            "beta is not applied: you return gamma * x_hat.",
+            "out = gamma * x_hat + beta.",
+            lambda x, gamma, beta, eps=1e-5: _ch(gamma, x.ndim) * _norm(x, eps)),
+)
+
+_FORWARD_HINTS = (
+    Hint("2d", "your function is right for (N, C) inputs but not for (N, C, L) ones. For "
+               "(N, C, L) inputs take each channel's statistics over axes 0 and 2 (every axis "
+               "but 1), and reshape gamma and beta to (1, C, 1)."),
+)
+
+
+def _forward_cases() -> list[Case]:
+    rng = np.random.default_rng(SEED)
+    cases = []
+    for shape, eps in [((16, 5), 1e-5), ((7, 3), 1e-3), ((40, 4), 1e-5),
+                       ((6, 4, 9), 1e-5), ((3, 5, 7), 1e-3), ((10, 3, 4), 1e-5)]:
+        x, gamma, beta = _bn_inputs(rng, shape)
+        cases.append(Case(_label(shape, eps=eps), (x, gamma, beta), {"eps": eps},
+                          tags=frozenset({"2d"}) if len(shape) == 2 else frozenset(),
+                          channel_notes={shape[1] // 2: _TINY}))
+    return cases
+
+
+def _first_if_tuple(raw: Any) -> Any:
+    return raw[0] if isinstance(raw, tuple) and raw else raw
+
+
+def check_forward(fn: Callable[..., Any]) -> None:
+    """Check a training-mode batch-norm forward pass against the reference.
+
+    ``fn(x, gamma, beta, eps=1e-5)`` must return ``out`` (or ``(out, cache)``: a tuple's first
+    element is taken as ``out``) for ``x`` of shape (N, C) or (N, C, L): per-channel batch
+    statistics over axis 0 and every spatial axis, biased variance, ``eps`` inside the square
+    root, then ``gamma * x_hat + beta``. Six cases, float64, eps of 1e-5 and 1e-3.
+
+    Raises:
+        ExerciseError: with a diagnosis when ``fn`` is wrong.
+    """
+    check_function(
+        fn, _forward_reference, _forward_cases(), _FORWARD_MISTAKES, _FORWARD_HINTS,
+        name="check_forward", outputs=("out",), unpack=_first_if_tuple,
+        advice="go through the steps one at a time: mu and var per channel over axis 0 (and "
+               "2 for (N, C, L)), biased var, x_hat = (x - mu) / sqrt(var + eps), "
+               "out = gamma * x_hat + beta. Print x_hat.mean and x_hat.var per channel: "
+               "they should be ~0 and ~1.",
+    )

@@ -21,6 +21,7 @@ import os
 import queue as queue_module
 import socket
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
@@ -31,6 +32,8 @@ import torch.distributed as dist
 from bncourse._validation import check_int
 
 __all__ = ["launch", "batchnorm_shard_step"]
+
+_POLL_S = 0.2  # how often launch checks for workers that died without reporting
 
 
 def _free_port() -> int:
@@ -66,6 +69,12 @@ def _worker_entry(rank, world_size, port, backend, timeout_s, fn, args, results)
         results.put((rank, traceback.format_exc(), None))
 
 
+def _dead_workers(procs, reported) -> list[str]:
+    """Workers that failed without reporting (killed, or failed before running ``fn``)."""
+    return [f"worker {rank} exited with code {p.exitcode} without a result"
+            for rank, p in enumerate(procs) if p.exitcode not in (None, 0) and rank not in reported]
+
+
 def launch(fn: Callable, world_size: int, *args, backend: str = "gloo",
            timeout: float = 60.0) -> list:
     """Runs ``fn(rank, world_size, *args)`` in ``world_size`` new processes, one process group.
@@ -94,15 +103,21 @@ def launch(fn: Callable, world_size: int, *args, backend: str = "gloo",
     for p in procs:
         p.start()
     by_rank, errors = {}, []
+    deadline = time.monotonic() + timeout
     try:
-        for _ in range(world_size):
-            rank, error, value = results.get(timeout=timeout)
+        while len(by_rank) < world_size and not errors:
+            # a dead worker's last words may still be in the pipe: wait longer once it has died
+            dead = _dead_workers(procs, by_rank)
+            try:
+                rank, error, value = results.get(timeout=1.0 if dead else _POLL_S)
+            except queue_module.Empty:
+                errors += dead
+                if time.monotonic() > deadline:
+                    errors.append(f"workers did not finish within {timeout} s")
+                continue
             if error is not None:
                 errors.append(f"worker {rank}:\n{error}")
-                break
             by_rank[rank] = value
-    except queue_module.Empty:
-        errors.append(f"workers did not finish within {timeout} s")
     finally:
         for p in procs:
             p.join(timeout=5 if not errors else 0.5)

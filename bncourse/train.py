@@ -125,6 +125,23 @@ def evaluate(
     return Metrics(loss=loss_sum / n, accuracy=correct / n)
 
 
+def _check_shard(shard, batch_size: int) -> tuple[int, int]:
+    """``(rank, world_size)`` from ``train``'s ``shard`` argument, checked."""
+    if shard is None:
+        return 0, 1
+    if not (isinstance(shard, tuple) and len(shard) == 2):
+        raise TypeError(f"expected shard to be a tuple (rank, world_size) (got {shard!r})")
+    rank, world_size = shard
+    check_int("world_size", world_size, minimum=1)
+    check_int("rank", rank, minimum=0)
+    if rank >= world_size:
+        raise ValueError(f"expected rank < world_size (got rank={rank}, world_size={world_size})")
+    if batch_size % world_size:
+        raise ValueError(f"expected batch_size divisible by the world size {world_size} "
+                         f"(got batch_size={batch_size})")
+    return rank, world_size
+
+
 def _make_optimizer(
     optimizer, params: Iterable[nn.Parameter], lr: float, momentum: float, weight_decay: float
 ) -> torch.optim.Optimizer:
@@ -159,6 +176,7 @@ def train(
     eval_mode: str = "eval",
     on_step: Callable[[int, nn.Module, float], None] | None = None,
     schedule: str = "constant",
+    shard: tuple[int, int] | None = None,
 ) -> History:
     """Trains ``model`` with cross-entropy on ``data.x_train`` and records a :class:`History`.
 
@@ -191,6 +209,14 @@ def train(
             ``lr_t = lr * (1 + cos(pi * t / T)) / 2`` with ``T`` the total
             number of steps (``epochs`` epochs, or ``max_steps`` if fewer). Applies to every
             optimizer, a callable one included.
+        shard: ``(rank, world_size)`` for data-parallel training: every step computes the loss
+            on the ``rank``-th of ``world_size`` equal slices of the batch, so ``batch_size`` is
+            the global batch and ``world_size`` processes with the same ``seed`` together see
+            exactly the single-process batches. Averaging the gradients across the processes is
+            the optimizer's job (see :func:`bncourse.dp_demo.data_parallel_sgd`). Default:
+            ``None``, the whole batch. Every process must take the same number of steps, so
+            with collectives in the step a non-finite loss on one process only leaves the
+            others waiting.
 
     Returns:
         The :class:`History`. Training stops at the first non-finite loss with
@@ -207,6 +233,7 @@ def train(
     check_int("max_steps", max_steps, minimum=0, allow_none=True)
 
     check_batch_args(data[0], data[1], batch_size, order)
+    rank, world_size = _check_shard(shard, batch_size)
 
     device = torch.device(device)
     model.to(device)
@@ -236,7 +263,11 @@ def train(
             for i in range(xb.shape[0]):
                 if max_steps is not None and history.steps >= max_steps:
                     break
-                loss = F.cross_entropy(model(xb[i]), yb[i])           # (B, classes) -> ()
+                x_step, y_step = xb[i], yb[i]                          # (B, *), (B,)
+                if world_size > 1:                                     # this process's slice
+                    x_step = x_step.chunk(world_size)[rank]            # (B / W, *)
+                    y_step = y_step.chunk(world_size)[rank]
+                loss = F.cross_entropy(model(x_step), y_step)          # (B/W, classes) -> ()
                 loss_value = loss.item()
                 history.step_loss.append(loss_value)
                 if not math.isfinite(loss_value):

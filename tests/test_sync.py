@@ -1,6 +1,8 @@
 """SyncBatchNorm across 2 gloo worker processes equals BatchNorm on the concatenated batch."""
 
 import multiprocessing as mp
+import os
+import time
 
 import numpy as np
 import pytest
@@ -127,3 +129,17 @@ def test_eval_mode_never_communicates(monkeypatch, track_running_stats):
     ref = BatchNorm(3, track_running_stats=track_running_stats).eval()
     x = torch.randn(6, 3)
     torch.testing.assert_close(bn(x), ref(x))
+
+
+def _dying_worker(rank, world_size):
+    if rank == 1:
+        os._exit(3)  # dies without reporting, as a killed process would
+    return rank
+
+
+def test_launch_reports_a_worker_that_died_without_waiting_for_the_timeout():
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="worker 1 exited with code 3 without a result"):
+        launch(_dying_worker, WORLD_SIZE, timeout=60.0)
+    assert time.monotonic() - start < 30.0
+    assert mp.active_children() == []

@@ -259,11 +259,47 @@ def test_weight_decay_changes_training(small):
         ({"order": "random"}, "order"),
         ({"epochs": -1}, "epochs"),
         ({"max_steps": -1}, "max_steps"),
+        ({"batch_size": 64, "shard": (0, 3)}, r"expected batch_size divisible by the world size 3"),
+        ({"shard": (2, 2)}, r"expected rank < world_size \(got rank=2, world_size=2\)"),
+        ({"shard": (-1, 2)}, r"expected rank >= 0"),
     ],
 )
 def test_train_bad_arguments_raise(small, kwargs, match):
     with pytest.raises(ValueError, match=match):
         train(mlp(), small, **kwargs)
+
+
+@pytest.mark.parametrize("shard", [[0, 2], (0.0, 2)])
+def test_train_rejects_a_shard_of_the_wrong_type(small, shard):
+    with pytest.raises(TypeError, match="expected"):
+        train(mlp(), small, shard=shard)
+
+
+class InputRecorder(nn.Module):
+    """A linear classifier that records every training input it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(40, 10)
+        self.seen = []
+
+    def forward(self, x):
+        if self.training:
+            self.seen.append(x.clone())
+        return self.linear(x)
+
+
+def test_shards_of_all_ranks_partition_every_global_batch_in_order(small):
+    def inputs(shard):
+        model = InputRecorder()
+        train(model, small, epochs=2, batch_size=64, seed=3, shard=shard)
+        return model.seen
+
+    whole = inputs(None)                                    # (64, 40) per step
+    slices = [inputs((rank, 4)) for rank in range(4)]       # (16, 40) per step and rank
+    assert len(whole) == 2 * SMALL_TRAIN // 64
+    for step, batch in enumerate(whole):
+        torch.testing.assert_close(torch.cat([s[step] for s in slices]), batch, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("progress", [None, False])

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 from bncourse.nn.batchnorm import (
+    BatchNorm,
+    _accumulation_dtype,
     _affine,
     _as_channel,
     _BatchNormBase,
@@ -36,6 +38,10 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         mean = S / M                                    # (C,)
         var  = all_reduce(sum((x - mean) ** 2)) / M     # (C,) biased
 
+    The reduced sums travel in float64: counts stay exact past float32's 2**24, and half inputs
+    (whose maths runs in float32, as in :class:`~bncourse.nn.BatchNorm`) lose nothing. A worker
+    with an empty batch still takes part (count 0), or its peers would wait forever.
+
     Backward (one all-reduce of the two per-channel sums the closed form needs)::
 
         dx = gamma / std * (dout - all_reduce(sum(dout)) / M
@@ -47,40 +53,52 @@ class _SyncBatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps, group):
+        acc = _accumulation_dtype(x.dtype)
+        xa = x.to(acc)
         dims = _reduce_dims(x)
         # one all-reduce for the count and the sums: [count, sum_1, ..., sum_C]
-        count_and_sum = torch.cat([x.new_tensor([x.numel() // x.shape[1]]), x.sum(dims)])
+        count_and_sum = torch.cat([torch.tensor([x.numel() // x.shape[1]], dtype=torch.float64),
+                                   xa.sum(dims).to(torch.float64)])
         count_and_sum = _all_reduce_sum(count_and_sum, group)
-        total = count_and_sum[0].item()
-        mean = count_and_sum[1:] / total                                     # (C,)
-        x_hat = x - _as_channel(mean, x.dim())                               # (N, C, *)
-        var = _all_reduce_sum((x_hat * x_hat).sum(dims), group) / total      # (C,) biased
+        total = count_and_sum[0].item()                  # 0 only if every worker's batch is empty
+        mean = (count_and_sum[1:] / max(total, 1)).to(acc)                   # (C,)
+        x_hat = xa - _as_channel(mean, x.dim())                              # (N, C, *)
+        square_sum = _all_reduce_sum((x_hat * x_hat).sum(dims).to(torch.float64), group)
+        var = (square_sum / max(total, 1)).to(acc)                           # (C,) biased
         inv_std = torch.rsqrt(var + eps)
-        x_hat.mul_(_as_channel(inv_std, x.dim()))
-        out = _affine(x_hat, weight, bias)
+        x_hat = x_hat * _as_channel(inv_std, x.dim())
+        out = _affine(x_hat, None if weight is None else weight.to(acc),
+                      None if bias is None else bias.to(acc)).to(x.dtype)
         ctx.save_for_backward(x_hat, inv_std, weight)
         ctx.total, ctx.group = total, group
+        ctx.has_bias = bias is not None
+        ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.mark_non_differentiable(mean, var)
-        return out, mean, var, torch.tensor(total)
+        return out, mean, var, torch.tensor(int(total))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dout, _dmean, _dvar, _dtotal):
         x_hat, inv_std, weight = ctx.saved_tensors
+        acc = inv_std.dtype
+        dout_in, dout = dout, dout.to(acc)
         dims = _reduce_dims(x_hat)
         local = torch.stack([dout.sum(dims), (dout * x_hat).sum(dims)])      # (2, C)
         dbias_local, dweight_local = local[0].clone(), local[1].clone()
-        dbias_all, dweight_all = _all_reduce_sum(local, ctx.group) / ctx.total
-        scale = inv_std if weight is None else inv_std * weight              # (C,)
+        dbias_all, dweight_all = _all_reduce_sum(local, ctx.group) / max(ctx.total, 1)
+        scale = inv_std if weight is None else inv_std * weight.to(acc)      # (C,)
         dx = None
         if ctx.needs_input_grad[0]:
             one = torch.ones_like(inv_std)               # x_hat is saved: its inv_std is 1
             dx = _closed_form_dx(dout, x_hat, _as_channel(one, x_hat.dim()),
                                  _as_channel(scale, x_hat.dim()),
                                  _as_channel(dbias_all, x_hat.dim()),
-                                 _as_channel(dweight_all, x_hat.dim()))
-        dw = dweight_local if ctx.needs_input_grad[1] else None
-        db = dbias_local if ctx.needs_input_grad[2] else None
+                                 _as_channel(dweight_all, x_hat.dim())).to(dout_in.dtype)
+        dw = db = None
+        if weight is not None and ctx.needs_input_grad[1]:
+            dw = dweight_local.to(weight.dtype)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = dbias_local.to(ctx.bias_dtype)
         return dx, dw, db, None, None
 
 
@@ -129,8 +147,61 @@ class SyncBatchNorm(_BatchNormBase):
         out, mean, var, total = _SyncBatchNormFunction.apply(
             x, self.weight, self.bias, self.eps, self.process_group)
         count = int(total.item())
-        if count <= 1:
+        if count == 1:
             raise ValueError("expected more than 1 value per channel when training, across all "
                              f"workers (got {count})")
         return out, mean, var, count
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.numel() > 0 or not self._synchronized():
+            return super().forward(x)
+        # an empty local batch still joins the collectives its peers wait on
+        self._check_input(x)
+        out, mean, var, count = self._normalize_batch(x)
+        if self.track_running_stats:
+            if count == 0:       # every worker's batch is empty: count the step, as BatchNorm
+                self.num_batches_tracked.add_(1)
+            else:
+                self._update_running_stats(mean, var, count)
+        return out
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module: nn.Module, process_group=None) -> nn.Module:
+        """``module`` with every batch norm replaced by a :class:`SyncBatchNorm`, as
+        ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` does.
+
+        Converts :class:`~bncourse.nn.BatchNorm`, :class:`SyncBatchNorm` and torch's
+        ``BatchNorm1d/2d/3d`` and ``SyncBatchNorm``, at any depth. The new layer takes over the
+        old one's parameter and buffer tensors (so an optimizer built before still updates
+        them, and ``requires_grad`` is kept), its hyperparameters and its train/eval flag, and
+        synchronizes over ``process_group`` (default: the whole world). The course's variants
+        (ghost, renorm, noisy BN) compute other statistics and are left as they are.
+
+        Returns:
+            The converted module (``module`` itself, changed in place, unless ``module`` is a
+            batch norm).
+
+        Examples::
+
+            >>> net = nn.Sequential(nn.Linear(4, 8), nn.Sequential(BatchNorm(8)))
+            >>> SyncBatchNorm.convert_sync_batchnorm(net)[1][0].__class__.__name__
+            'SyncBatchNorm'
+        """
+        converted = module
+        if type(module) in (BatchNorm, SyncBatchNorm) or isinstance(
+                module, nn.modules.batchnorm._BatchNorm):
+            converted = cls(module.num_features, module.eps, module.momentum, module.affine,
+                            module.track_running_stats, process_group,
+                            bias=module.bias is not None)
+            with torch.no_grad():
+                if module.affine:
+                    converted.weight = module.weight
+                    converted.bias = module.bias
+                converted.running_mean = module.running_mean
+                converted.running_var = module.running_var
+                converted.num_batches_tracked = module.num_batches_tracked
+            converted.train(module.training)
+        for name, child in module.named_children():
+            converted.add_module(name, cls.convert_sync_batchnorm(child, process_group))
+        return converted
 

@@ -491,3 +491,62 @@ def test_mixed_precision_returns_the_input_dtype_and_keeps_float32_statistics():
     assert bn.weight.grad.dtype == bn.running_mean.dtype == bn.running_var.dtype == torch.float32
     bn.eval()
     assert bn(x).dtype == torch.bfloat16
+
+
+# --- more of torch's test_nn BatchNorm cases (test_batchnorm_non_contig, _nhwc, _large_batch,
+# the grad_output contract) ------------------------------------------------------------------
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("layout", ["channels_last", "transposed"])
+def test_non_contiguous_input_matches_torch_and_keeps_channels_last(train, layout):
+    ref, ours = make_pair(4)
+    for _ in range(2):                       # some running statistics for eval mode
+        x_warm = random_input((4, 4, 3, 5), seed=3)
+        ref(x_warm), ours(x_warm)
+    ref.train(train), ours.train(train)
+    x = random_input((4, 4, 3, 5), seed=4)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    else:
+        x = x.transpose(2, 3).contiguous().transpose(2, 3)   # same shape, other strides
+    assert not x.is_contiguous()
+    assert_same_step(ref, ours, x)
+    if layout == "channels_last":
+        assert ours(x).is_contiguous(memory_format=torch.channels_last) == \
+            ref(x).is_contiguous(memory_format=torch.channels_last)
+
+
+LARGE_BATCH_ATOL = 1e-4  # float32 over 2**18 values per channel, relative to a float64 oracle
+
+
+def test_large_float32_batch_is_as_accurate_as_torch():
+    # torch's test_batchnorm_large_batch: many values per channel stress the float32 sums
+    torch.manual_seed(0)
+    x = torch.randn(2 ** 16, 2, 4) * 2 + 10
+    expected = nn.BatchNorm1d(2).double()(x.double())
+    ours = BatchNorm(2)(x)
+    torch_error = (nn.BatchNorm1d(2)(x).double() - expected).abs().max().item()
+    our_error = (ours.double() - expected).abs().max().item()
+    assert our_error < LARGE_BATCH_ATOL
+    assert our_error <= 2 * torch_error + 1e-6, (our_error, torch_error)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_backward_does_not_modify_the_upstream_gradient(train):
+    bn = BatchNorm(3).double().train(train)
+    x = torch.randn(5, 3, 2, dtype=torch.float64, requires_grad=True)
+    dout = torch.randn(5, 3, 2, dtype=torch.float64)
+    kept = dout.clone()
+    bn(x).backward(dout)
+    torch.testing.assert_close(dout, kept, atol=0, rtol=0)
+
+
+def test_track_running_stats_false_has_no_buffers_to_update_like_torch():
+    # torch's test_batchnorm_buffer_update_when_stats_are_not_tracked
+    ours = BatchNorm(3, track_running_stats=False)
+    ref = nn.BatchNorm1d(3, track_running_stats=False)
+    for module in (ours, ref):
+        module(torch.randn(4, 3))
+        assert module.running_mean is None and module.running_var is None
+        assert module.num_batches_tracked is None
+    assert dict(ours.named_buffers()) == dict(ref.named_buffers()) == {}

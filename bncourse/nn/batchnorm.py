@@ -27,14 +27,19 @@ from bncourse._validation import (
 __all__ = ["BatchNorm", "batch_norm_train"]
 
 
-def _reduce_dims(x: Tensor) -> list[int]:
-    """Every dim except the channel dim 1."""
-    return [0, *range(2, x.dim())]
-
 
 def _as_channel(v: Tensor, ndim: int) -> Tensor:
     """(C,) -> (1, C, 1, ..., 1)."""
     return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _channel_sum(t: Tensor) -> Tensor:
+    """Per-channel sum over every dim but 1, as (1, C, 1, ...): the spatial dims first, then the
+    batch. One ``sum`` over the non-adjacent dims (0, 2, ...) is less accurate in float32 on CPU
+    and slower (measured over 2**18 values per channel: 1.5e-6 vs 6e-8 relative error)."""
+    if t.dim() > 2:
+        t = t.sum(list(range(2, t.dim())), keepdim=True)
+    return t.sum(0, keepdim=True)
 
 
 _SLAB_ELEMENTS = 1 << 18  # 1 MiB of float32: small enough for the allocator to recycle
@@ -81,9 +86,8 @@ def _channel_dot(a: Tensor, b: Tensor) -> Tensor:
     a fresh input-sized buffer costs page faults on every call, which made this step slower
     than the arithmetic.
     """
-    dims = _reduce_dims(a)
     rows = max(1, _SLAB_ELEMENTS // max(1, a[0].numel()))
-    return sum((sa * sb).sum(dims, keepdim=True)
+    return sum(_channel_sum(sa * sb)
                for sa, sb in zip(a.split(rows), b.split(rows), strict=True))
 
 
@@ -114,7 +118,7 @@ class _BatchNormTrainFunction(torch.autograd.Function):
         acc = _accumulation_dtype(x.dtype)          # half inputs: float32 maths, rounded once
         xa = x.to(acc)
         m = x.numel() // x.shape[1]                                 # values per channel
-        mean = xa.mean(_reduce_dims(x), keepdim=True)               # (1, C, 1...)
+        mean = _channel_sum(xa) / m                                 # (1, C, 1...)
         xc = xa - mean                                              # (N, C, *)
         var = _channel_dot(xc, xc) / m                              # (1, C, 1...) biased
         inv_std = torch.rsqrt(var + eps)
@@ -141,15 +145,14 @@ class _BatchNormTrainFunction(torch.autograd.Function):
         acc = inv_std.dtype
         x, dout = x_in.to(acc), dout.to(acc)
         weight = None if weight_in is None else weight_in.to(acc)
-        dims, m = _reduce_dims(x), x.numel() // x.shape[1]
+        m = x.numel() // x.shape[1]
         if torch.is_grad_enabled():
             # create_graph: the statistics as differentiable functions of x (second derivatives)
-            mean = x.mean(dims, keepdim=True)
-            xc = x - mean
-            inv_std = torch.rsqrt((xc * xc).sum(dims, keepdim=True) / m + ctx.eps)
+            xc = x - _channel_sum(x) / m
+            inv_std = torch.rsqrt(_channel_sum(xc * xc) / m + ctx.eps)
         else:
             xc = x - _as_channel(mean, x.dim())
-        dbias = dout.sum(dims, keepdim=True)                        # (1, C, 1...)
+        dbias = _channel_sum(dout)                                  # (1, C, 1...)
         dweight = _channel_dot(dout, xc) * inv_std                  # sum(dout * x_hat)
         scale = inv_std if weight is None else inv_std * _as_channel(weight, x.dim())
         dx = None
@@ -171,9 +174,9 @@ class _BatchNormTrainFunction(torch.autograd.Function):
         weight = None if weight is None else weight.to(acc)
         w_t = None if w_t is None else w_t.to(acc)
         b_t = None if b_t is None else b_t.to(acc)
-        dims, m = _reduce_dims(x), x.numel() // x.shape[1]
+        m = x.numel() // x.shape[1]
         xc = x - _as_channel(mean, x.dim())
-        dxc = x_t - x_t.mean(dims, keepdim=True)
+        dxc = x_t - _channel_sum(x_t) / m
         dvar = 2 * _channel_dot(xc, dxc) / m                        # (1, C, 1...)
         dx_hat = dxc * inv_std - xc * (0.5 * inv_std**3 * dvar)
         dout = dx_hat if weight is None else dx_hat * _as_channel(weight, x.dim())

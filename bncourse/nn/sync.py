@@ -17,8 +17,8 @@ from bncourse.nn.batchnorm import (
     _affine,
     _as_channel,
     _BatchNormBase,
+    _channel_sum,
     _closed_form_dx,
-    _reduce_dims,
 )
 
 __all__ = ["SyncBatchNorm"]
@@ -55,15 +55,15 @@ class _SyncBatchNormFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, eps, group):
         acc = _accumulation_dtype(x.dtype)
         xa = x.to(acc)
-        dims = _reduce_dims(x)
         # one all-reduce for the count and the sums: [count, sum_1, ..., sum_C]
         count_and_sum = torch.cat([torch.tensor([x.numel() // x.shape[1]], dtype=torch.float64),
-                                   xa.sum(dims).to(torch.float64)])
+                                   _channel_sum(xa).reshape(-1).to(torch.float64)])
         count_and_sum = _all_reduce_sum(count_and_sum, group)
         total = count_and_sum[0].item()                  # 0 only if every worker's batch is empty
         mean = (count_and_sum[1:] / max(total, 1)).to(acc)                   # (C,)
         x_hat = xa - _as_channel(mean, x.dim())                              # (N, C, *)
-        square_sum = _all_reduce_sum((x_hat * x_hat).sum(dims).to(torch.float64), group)
+        square_sum = _all_reduce_sum(
+            _channel_sum(x_hat * x_hat).reshape(-1).to(torch.float64), group)
         var = (square_sum / max(total, 1)).to(acc)                           # (C,) biased
         inv_std = torch.rsqrt(var + eps)
         x_hat = x_hat * _as_channel(inv_std, x.dim())
@@ -82,8 +82,8 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         x_hat, inv_std, weight = ctx.saved_tensors
         acc = inv_std.dtype
         dout_in, dout = dout, dout.to(acc)
-        dims = _reduce_dims(x_hat)
-        local = torch.stack([dout.sum(dims), (dout * x_hat).sum(dims)])      # (2, C)
+        local = torch.cat([_channel_sum(dout).reshape(1, -1),
+                           _channel_sum(dout * x_hat).reshape(1, -1)])       # (2, C)
         dbias_local, dweight_local = local[0].clone(), local[1].clone()
         dbias_all, dweight_all = _all_reduce_sum(local, ctx.group) / max(ctx.total, 1)
         scale = inv_std if weight is None else inv_std * weight.to(acc)      # (C,)

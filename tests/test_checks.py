@@ -1162,3 +1162,31 @@ def test_check_paired_interval_reports_an_unknown_bug_with_advice():
 def test_check_paired_interval_reports_a_missing_return():
     with pytest.raises(ExerciseError, match="returned None"):
         checks.check_paired_interval(lambda a, b, confidence=0.95: None)
+
+
+# --- rendering in IPython, and skipping an exercise -------------------------------------------
+
+
+def test_exercise_error_renders_as_its_message_without_a_traceback():
+    with pytest.raises(checks.ExerciseError) as info:
+        checks.check_forward(lambda x, gamma, beta, eps=1e-5: x)
+    rendered = info.value._render_traceback_()
+    assert len(rendered) == 1 and str(info.value) in rendered[0]
+    assert "Traceback" not in rendered[0] and "File " not in rendered[0]
+
+
+def test_skip_returns_the_attached_solution_and_says_it_scores_nothing(capsys):
+    def check_square(fn):
+        checks.check_function(fn, np.square, [checks.Case("x", (np.arange(3.0),))],
+                              name="check_square")
+
+    checks.with_solution(np.square)(check_square)
+    solution = checks.skip(check_square)
+    assert solution is np.square
+    assert "check_square: skipped" in capsys.readouterr().out
+    check_square(solution)
+
+
+def test_skip_without_a_solution_raises():
+    with pytest.raises(ValueError, match="expected a checker with a reference solution"):
+        checks.skip(lambda fn: None)

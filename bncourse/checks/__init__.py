@@ -10,7 +10,9 @@ norm in numpy, its reference is the package's one numpy reference, :mod:`bncours
 (the module checker's is ``torch.nn.BatchNorm1d``, the module the exercise rebuilds).
 
 On success a checker prints one deterministic line; on failure it raises :class:`ExerciseError`
-(an ``AssertionError``, so an nbval run of a broken solution fails loudly) with the diagnosis.
+(an ``AssertionError``, so an nbval run of a broken solution fails loudly) with the diagnosis,
+which IPython shows without a traceback. A stuck learner continues with ``skip(checker)``, which
+returns the exercise's reference solution (attached to the checker by :func:`with_solution`).
 
 The checkers of notebook 01:
 
@@ -58,6 +60,8 @@ from bncourse.checks.engine import (
     Hint,
     Mistake,
     check_function,
+    skip,
+    with_solution,
 )
 from bncourse.checks.folding import check_fold_linear_bn
 from bncourse.checks.forward import check_forward
@@ -87,4 +91,6 @@ __all__ = [
     "check_paired_interval",
     "check_renorm_rd",
     "check_running_update",
+    "skip",
+    "with_solution",
 ]

@@ -25,6 +25,7 @@ from bncourse.checks.engine import (
     _fn_name,
     _Stop,
     check_function,
+    with_solution,
 )
 from bncourse.functional import batchnorm_backward, batchnorm_backward_compact, batchnorm_forward
 
@@ -234,6 +235,7 @@ def _check_backward(fn, forward, name: str, reference) -> None:
     )
 
 
+@with_solution(batchnorm_backward)
 def check_backward(fn: Callable[..., Any], forward: Callable[..., Any] | None = None) -> None:
     """Check a training-mode batch-norm backward pass (the staged exercise) against the reference.
 
@@ -253,6 +255,7 @@ def check_backward(fn: Callable[..., Any], forward: Callable[..., Any] | None = 
     _check_backward(fn, forward, "check_backward", batchnorm_backward)
 
 
+@with_solution(batchnorm_backward_compact)
 def check_backward_compact(fn: Callable[..., Any],
                            forward: Callable[..., Any] | None = None) -> None:
     """Check the closed-form backward pass: the same contract and cases as :func:`check_backward`.

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ATOL", "RTOL", "SEED", "Case", "ExerciseError", "Hint", "Mistake", "check_function"]
+__all__ = ["ATOL", "RTOL", "SEED", "Case", "ExerciseError", "Hint", "Mistake", "check_function",
+           "skip", "with_solution"]
 
 ATOL = 1e-8
 """Absolute tolerance of every comparison (float64: a correct solution is off by ~1e-13)."""
@@ -37,6 +38,41 @@ class ExerciseError(AssertionError):
     def __init__(self, message: str, mistakes: Sequence[str] = ()):
         super().__init__(message)
         self.mistakes = tuple(mistakes)
+
+    def _render_traceback_(self) -> list[str]:
+        """How IPython shows it: the diagnosis alone, no traceback into the package (the
+        exception still fails the cell, so nbval and nbgrader see it)."""
+        return [f"\x1b[31m{type(self).__name__}\x1b[0m: {self}"]
+
+
+def with_solution(solution: Callable[..., Any]):
+    """Decorator: attaches the exercise's reference solution to its checker, for :func:`skip`.
+
+    ``solution`` has the signature and return values the exercise asks the learner for."""
+    def attach(checker):
+        checker.solution = solution
+        return checker
+    return attach
+
+
+def skip(checker: Callable[..., Any]) -> Any:
+    """The reference solution of ``checker``'s exercise, for a learner who is stuck.
+
+    The notebooks offer one visible line per exercise, ``bn_forward = skip(check_forward)``, so
+    that the rest of the notebook runs. The checker above it has failed, so a skipped exercise
+    scores no points when graded.
+
+    Raises:
+        ValueError: ``checker`` has no solution attached (see :func:`with_solution`).
+    """
+    solution = getattr(checker, "solution", None)
+    if solution is None:
+        raise ValueError(f"expected a checker with a reference solution "
+                         f"(got {getattr(checker, '__name__', checker)!r})")
+    name = getattr(checker, "__name__", "this exercise")
+    print(f"{name}: skipped; the notebook continues with the course's solution "
+          f"(no points for this exercise when graded).")
+    return solution
 
 
 @dataclass(frozen=True)

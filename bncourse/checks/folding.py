@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from bncourse.checks._inputs import _TINY
-from bncourse.checks.engine import SEED, Case, Mistake, check_function
+from bncourse.checks.engine import SEED, Case, Mistake, check_function, with_solution
 from bncourse.functional import batchnorm_forward
 
 __all__ = ["check_fold_linear_bn"]
@@ -119,6 +119,7 @@ def _fold_cases() -> list[Case]:
     return cases
 
 
+@with_solution(_fold_reference)
 def check_fold_linear_bn(fn: Callable[..., Any]) -> None:
     """Check ``fn(weight, bias, gamma, beta, running_mean, running_var, eps=1e-5)``: the weight
     (C_out, C_in) and bias (C_out,) of one Linear layer with an eval-mode BN folded into it::

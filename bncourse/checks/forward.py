@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from bncourse.checks._inputs import _TINY, _bn_inputs, _ch, _label
-from bncourse.checks.engine import SEED, Case, Hint, Mistake, check_function
+from bncourse.checks.engine import SEED, Case, Hint, Mistake, check_function, with_solution
 from bncourse.functional import batchnorm_forward
 
 __all__ = ["check_forward"]
@@ -135,6 +135,11 @@ def _first_if_tuple(raw: Any) -> Any:
     return raw[0] if isinstance(raw, tuple) and raw else raw
 
 
+def _forward_solution(x, gamma, beta, eps=1e-5):
+    return batchnorm_forward(x, gamma, beta, training=True, eps=eps)
+
+
+@with_solution(_forward_solution)
 def check_forward(fn: Callable[..., Any]) -> None:
     """Check a training-mode batch-norm forward pass against the reference.
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from bncourse.checks.engine import SEED, Case, Mistake, check_function
+from bncourse.checks.engine import SEED, Case, Mistake, check_function, with_solution
 
 __all__ = ["check_ics_measure"]
 
@@ -91,6 +91,7 @@ def _ics_cases() -> list[Case]:
     return cases
 
 
+@with_solution(_ics_reference)
 def check_ics_measure(fn: Callable[..., Any]) -> None:
     """Check the gradient-change measure of internal covariate shift (Santurkar et al. 2018).
 

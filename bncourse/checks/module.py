@@ -22,7 +22,9 @@ from bncourse.checks.engine import (
     Mistake,
     _fn_name,
     check_function,
+    with_solution,
 )
+from bncourse.nn import BatchNorm
 
 __all__ = ["check_batchnorm_module"]
 
@@ -368,6 +370,7 @@ def _state_dict_round_trip(cls) -> list[str]:
     return problems
 
 
+@with_solution(BatchNorm)
 def check_batchnorm_module(cls) -> None:
     """Check a from-scratch batch-norm ``nn.Module`` class against ``torch.nn.BatchNorm1d``.
 

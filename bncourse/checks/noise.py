@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from bncourse.checks.engine import Case, Hint, Mistake, _fn_name, check_function
+from bncourse.checks.engine import Case, Hint, Mistake, _fn_name, check_function, with_solution
 
 __all__ = ["check_bn_output_std"]
 
@@ -99,6 +99,7 @@ def _noise_cases() -> list[Case]:
     ]
 
 
+@with_solution(_bn_output_std_reference)
 def check_bn_output_std(fn: Callable[..., Any]) -> None:
     """Check ``fn(z, batch_size, kurtosis=3.0)``: the standard deviation, over random batch
     mates, of the normalized output of one example that lies ``z`` population standard

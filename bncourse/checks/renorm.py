@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bncourse.checks.engine import Case, Mistake, check_function
+from bncourse.checks.engine import Case, Mistake, check_function, with_solution
 
 __all__ = ["check_renorm_rd"]
 
@@ -110,6 +110,7 @@ def _renorm_cases() -> list[Case]:
     return cases
 
 
+@with_solution(_renorm_reference)
 def check_renorm_rd(fn: Callable[..., Any]) -> None:
     """Check ``fn(batch_mean, batch_var, running_mean, running_var, r_max, d_max, eps=1e-5)
     -> (r, d)``, batch renormalization's correction (Ioffe 2017), on (C,) float64 arrays.

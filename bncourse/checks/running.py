@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bncourse.checks.engine import SEED, Case, Mistake, check_function
+from bncourse.checks.engine import SEED, Case, Mistake, check_function, with_solution
 from bncourse.functional import batchnorm_forward
 
 __all__ = ["check_running_update"]
@@ -97,6 +97,7 @@ def _running_cases() -> list[Case]:
     return cases
 
 
+@with_solution(_running_reference)
 def check_running_update(fn: Callable[..., Any]) -> None:
     """Check a running-statistics update against PyTorch's rule.
 

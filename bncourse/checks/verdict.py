@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bncourse.checks.engine import Case, Mistake, check_function
+from bncourse.checks.engine import Case, Mistake, check_function, with_solution
 
 __all__ = ["check_paired_interval"]
 
@@ -107,6 +107,7 @@ def _interval_cases() -> list[Case]:
     ]
 
 
+@with_solution(_paired_interval_reference)
 def check_paired_interval(fn: Callable[..., Any]) -> None:
     """Check ``fn(a, b, confidence=0.95)``: the mean of the paired differences ``d = a - b``
     (per-seed results of two arms on the same seeds) and its two-sided t interval::

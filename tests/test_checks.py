@@ -11,6 +11,7 @@ import pkgutil
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from bncourse import checks
@@ -34,6 +35,7 @@ from bncourse.checks.renorm import _RENORM_MISTAKES
 from bncourse.checks.running import _RUNNING_MISTAKES, _running_cases, _running_reference
 from bncourse.checks.verdict import _interval_cases, _interval_mistakes, _paired_interval_reference
 from bncourse.functional import batchnorm_backward, batchnorm_backward_compact, batchnorm_forward
+from bncourse.nn import BatchNorm
 from bncourse.verdict import estimate
 
 # ---------------------------------------------------------------------------------------------
@@ -702,9 +704,14 @@ def test_learner_style_module_passes_with_two_deterministic_lines(capsys):
         "eval outputs.\n")
 
 
-def test_the_package_batchnorm_passes(capsys):
+def test_the_package_batchnorm_passes_the_comparison_but_is_rejected_as_borrowed(
+        capsys, monkeypatch):
+    from bncourse.checks import module
     from bncourse.nn import BatchNorm
 
+    with pytest.raises(ExerciseError, match="is bncourse.nn.batchnorm.BatchNorm"):
+        check_batchnorm_module(BatchNorm)
+    monkeypatch.setattr(module, "_borrowed_batchnorm", lambda cls: None)
     check_batchnorm_module(BatchNorm)
     assert "all 4 cases match" in capsys.readouterr().out
 
@@ -822,7 +829,7 @@ def test_module_not_implemented_and_instances_and_torch_subclasses_are_refused()
     assert _diagnosis(check_batchnorm_module, _learner_bn()(3)).mistakes == (
         "not_a_module_class",)
     assert _diagnosis(check_batchnorm_module, nn.BatchNorm1d).mistakes == (
-        "derives_from_torch_bn",)
+        "subclasses_batchnorm",)
 
 
 def test_module_with_a_wrong_constructor_signature_is_told_the_signature():
@@ -1190,3 +1197,60 @@ def test_skip_returns_the_attached_solution_and_says_it_scores_nothing(capsys):
 def test_skip_without_a_solution_raises():
     with pytest.raises(ValueError, match="expected a checker with a reference solution"):
         checks.skip(lambda fn: None)
+
+
+# --- check_batchnorm_module rejects borrowed batch norm ----------------------------------------
+
+
+class _SubclassOfOurs(BatchNorm):
+    pass
+
+
+class _SubclassOfTorchs(torch.nn.BatchNorm1d):
+    pass
+
+
+class _HoldsTorchsBatchNorm(torch.nn.Module):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__()
+        self.bn = torch.nn.BatchNorm1d(num_features, eps, momentum)
+
+    def forward(self, x):
+        return self.bn(x)
+
+
+class _CallsFunctionalBatchNorm(torch.nn.Module):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(num_features))
+        self.bias = torch.nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        self.eps, self.momentum = eps, momentum
+
+    def forward(self, x):
+        return torch.nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight,
+                                              self.bias, self.training, 0.1, self.eps)
+
+
+@pytest.mark.parametrize(("cls", "key", "phrase"), [
+    (_SubclassOfOurs, "subclasses_batchnorm", "derives from bncourse.nn.batchnorm.BatchNorm"),
+    (_SubclassOfTorchs, "subclasses_batchnorm", "derives from torch.nn.modules.batchnorm"),
+    (_HoldsTorchsBatchNorm, "wraps_batchnorm_module", "holds a library batch-norm module"),
+    (_CallsFunctionalBatchNorm, "calls_library_batch_norm", "calls F.batch_norm"),
+])
+def test_module_checker_rejects_borrowed_batch_norm(cls, key, phrase):
+    with pytest.raises(checks.ExerciseError) as info:
+        check_batchnorm_module(cls)
+    assert info.value.mistakes == (key,)
+    assert phrase in str(info.value)
+
+
+def test_module_checker_restores_torchs_batch_norm_functions():
+    import torch.nn.functional as F
+
+    before = (F.batch_norm, torch.batch_norm)
+    with pytest.raises(checks.ExerciseError):
+        check_batchnorm_module(_CallsFunctionalBatchNorm)
+    assert (F.batch_norm, torch.batch_norm) == before

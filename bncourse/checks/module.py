@@ -262,9 +262,6 @@ def _structure_problems(cls) -> tuple[list[str], list[str]]:
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         return ([f"`{name}` must be a class deriving from torch.nn.Module (pass the class, not "
                  f"an instance)."], ["not_a_module_class"])
-    if issubclass(cls, nn.modules.batchnorm._NormBase):
-        return ([f"`{name}` derives from PyTorch's batch norm, which does all the work; derive "
-                 f"from nn.Module and write it yourself."], ["derives_from_torch_bn"])
     try:
         bn = cls(5, eps=1e-5, momentum=0.1)
         cls(5, eps=1e-3, momentum=None)
@@ -370,13 +367,66 @@ def _state_dict_round_trip(cls) -> list[str]:
     return problems
 
 
+class _CalledLibraryBatchNorm(Exception):
+    """Raised by the stand-ins for torch's batch-norm functions during the check."""
+
+
+def _borrowed_batchnorm(cls) -> tuple[str, str] | None:
+    """``(key, message)`` if ``cls`` gets its batch norm from a library instead of computing it:
+    it derives from a BN class, holds a BN module, or calls ``F.batch_norm``/``torch.batch_norm``
+    in forward. ``None`` otherwise (or if ``cls`` cannot even be built: the structure check
+    reports that)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from bncourse.nn.batchnorm import _BatchNormBase
+
+    library = (nn.modules.batchnorm._BatchNorm, _BatchNormBase)
+    fix = ("Fix: derive from nn.Module only and compute the mean, variance and normalization "
+           "yourself in forward; the exercise is to write batch norm, not to call it.")
+    if isinstance(cls, type) and issubclass(cls, library):
+        base = next(b for b in cls.__mro__
+                    if issubclass(b, library) and b.__module__.startswith(("torch.", "bncourse.")))
+        what = "is" if base is cls else "derives from"
+        return ("subclasses_batchnorm",
+                f"`{_fn_name(cls)}` {what} {base.__module__}.{base.__name__}, so its "
+                f"batch norm is the library's, not yours. {fix}")
+    try:
+        module = cls(4)
+    except Exception:
+        return None
+    if any(isinstance(m, library) for m in module.modules()):
+        return ("wraps_batchnorm_module",
+                f"`{_fn_name(cls)}` holds a library batch-norm module and lets it do the work. "
+                f"{fix}")
+
+    def refuse(*args, **kwargs):
+        raise _CalledLibraryBatchNorm
+
+    originals = (F.batch_norm, torch.batch_norm)
+    F.batch_norm, torch.batch_norm = refuse, refuse
+    try:
+        module.double().train()(torch.randn(6, 4, dtype=torch.float64))
+    except _CalledLibraryBatchNorm:
+        return ("calls_library_batch_norm",
+                f"`{_fn_name(cls)}.forward` calls F.batch_norm (or torch.batch_norm). {fix}")
+    except Exception:
+        return None    # other bugs: the comparison below describes them
+    finally:
+        F.batch_norm, torch.batch_norm = originals
+    return None
+
+
 @with_solution(BatchNorm)
 def check_batchnorm_module(cls) -> None:
     """Check a from-scratch batch-norm ``nn.Module`` class against ``torch.nn.BatchNorm1d``.
 
     ``cls(num_features, eps=1e-5, momentum=0.1)`` must build a module with the parameters
     ``weight`` and ``bias`` and the buffers ``running_mean``, ``running_var`` and
-    ``num_batches_tracked`` (PyTorch's names, initial values and ``state_dict`` keys). In float64,
+    ``num_batches_tracked`` (PyTorch's names, initial values and ``state_dict`` keys), and
+    compute batch norm itself: a class deriving from a library BN, holding one, or calling
+    ``F.batch_norm`` is rejected. In float64,
     for (N, C) and (N, C, L) inputs and for momentum 0.1 and ``None`` (four cases), the checker
     compares with ``nn.BatchNorm1d``: three training steps (outputs, the input gradient of the
     first, the running statistics and ``num_batches_tracked`` after each), then one eval-mode
@@ -390,6 +440,10 @@ def check_batchnorm_module(cls) -> None:
         ExerciseError: with a diagnosis in plain words when ``cls`` is wrong.
     """
     name = "check_batchnorm_module"
+    borrowed = _borrowed_batchnorm(cls)
+    if borrowed is not None:
+        key, message = borrowed
+        raise ExerciseError(f"{name}: {message}", [key])
     lines, keys = _structure_problems(cls)
     if lines:
         head = f"{name}: the structure of `{_fn_name(cls)}` differs from nn.BatchNorm1d's:"

@@ -5,6 +5,7 @@ of the catalogue in ``bncourse.checks``, so a test fails if a catalogue entry dr
 mistake it claims to describe.
 """
 
+import functools
 import importlib
 import inspect
 import pkgutil
@@ -58,6 +59,16 @@ def _forward(x, gamma, beta, eps=1e-5):
     return _c(gamma, x) * (x - mu) / np.sqrt(var + eps) + _c(beta, x)
 
 
+def _with_cache(forward):
+    """``forward`` returning ``(out, cache)``: the reference cache beside the learner's ``out``
+    (check_forward checks the cache separately)."""
+    @functools.wraps(forward)
+    def out_and_cache(x, gamma, beta, eps=1e-5):
+        out = forward(x, gamma, beta, eps)
+        return out, batchnorm_forward(x, gamma, beta, training=True, eps=eps)[1]
+    return out_and_cache
+
+
 def _stats(x):
     mu = x.mean(axis=_axes(x), keepdims=True)
     return mu, x.var(axis=_axes(x), keepdims=True)
@@ -76,18 +87,49 @@ def _diagnosis(checker, fn, *args):
 
 def test_reference_forward_passes_with_one_deterministic_line(capsys):
     check_forward(lambda x, gamma, beta, eps=1e-5:
-                  batchnorm_forward(x, gamma, beta, training=True, eps=eps)[0])
+                  batchnorm_forward(x, gamma, beta, training=True, eps=eps))
     assert capsys.readouterr().out == "check_forward: all 6 cases match the reference.\n"
 
 
-def test_forward_returning_out_and_cache_is_accepted(capsys):
-    check_forward(lambda x, gamma, beta, eps=1e-5:
-                  batchnorm_forward(x, gamma, beta, training=True, eps=eps))
-    assert "all 6 cases match" in capsys.readouterr().out
+def test_forward_returning_only_out_is_asked_for_the_cache():
+    msg = str(_diagnosis(check_forward, lambda x, gamma, beta, eps=1e-5:
+                         batchnorm_forward(x, gamma, beta, training=True, eps=eps)[0]))
+    assert "returned only one value; expected the pair `(out, cache)`" in msg
+
+
+def test_forward_cache_must_be_a_dict():
+    msg = str(_diagnosis(check_forward, lambda x, gamma, beta, eps=1e-5: (_forward(x, gamma, beta,
+                                                                                  eps), [])))
+    assert "`cache` is a list; expected a dict" in msg
+
+
+def test_forward_cache_without_the_keys_the_backward_reads_names_them():
+    def forward(x, gamma, beta, eps=1e-5):
+        out, cache = batchnorm_forward(x, gamma, beta, training=True, eps=eps)
+        del cache["inv_std"], cache["x_hat"]
+        return out, cache
+
+    assert "`cache` lacks the key(s) 'inv_std', 'x_hat'" in str(_diagnosis(check_forward, forward))
+
+
+@pytest.mark.parametrize(("key", "value", "phrase"), [
+    ("gamma", lambda c: c["gamma"].reshape(-1), "has shape (4,); expected (1, 4, 1)"),
+    ("inv_std", lambda c: c["std"], "holds other values"),
+    ("axes", lambda c: [0, 2], "expected (0, 2)"),
+])
+def test_forward_cache_with_wrong_entries_is_reported_with_right_out(key, value, phrase):
+    def forward(x, gamma, beta, eps=1e-5):
+        out, cache = batchnorm_forward(x, gamma, beta, training=True, eps=eps)
+        cache[key] = value(cache)
+        return out, cache
+
+    err = _diagnosis(check_forward, forward)
+    assert err.mistakes == ("cache_values",)
+    assert f"cache[{key!r}]" in str(err) and phrase in str(err)
 
 
 def test_learner_style_forward_passes(capsys):
-    check_forward(_forward)
+    check_forward(_with_cache(_forward))
     assert "all 6 cases match" in capsys.readouterr().out
 
 
@@ -205,7 +247,7 @@ _FORWARD_BUGS = [
 
 @pytest.mark.parametrize("fn, key, phrase", _FORWARD_BUGS, ids=[k for _, k, _ in _FORWARD_BUGS])
 def test_forward_mistake_is_named(fn, key, phrase):
-    err = _diagnosis(check_forward, fn)
+    err = _diagnosis(check_forward, _with_cache(fn))
     assert err.mistakes == (key,)
     assert phrase in str(err)
     assert "Fix:" in str(err)
@@ -213,12 +255,12 @@ def test_forward_mistake_is_named(fn, key, phrase):
 
 def test_forward_stats_over_axis0_only_gets_the_spatial_axes_note():
     assert "right for (N, C) inputs but not for (N, C, L)" in str(
-        _diagnosis(check_forward, _fwd_axis0_only))
+        _diagnosis(check_forward, _with_cache(_fwd_axis0_only)))
 
 
 def test_forward_wrong_output_shape_is_reported_with_both_shapes():
-    msg = str(_diagnosis(check_forward, lambda x, gamma, beta, eps=1e-5: _forward(x, gamma,
-                                                                                 beta, eps).T))
+    msg = str(_diagnosis(check_forward, _with_cache(lambda x, gamma, beta, eps=1e-5:
+                                                    _forward(x, gamma, beta, eps).T)))
     assert "`out` has shape (5, 16)" in msg and "expected (16, 5)" in msg
 
 
@@ -227,7 +269,7 @@ def test_forward_nan_output_is_reported_with_its_cause():
         mu, var = _stats(x)
         return _c(gamma, x) * (x - mu) / np.sqrt(var - 2 * var) + _c(beta, x)
 
-    msg = str(_diagnosis(check_forward, forward))
+    msg = str(_diagnosis(check_forward, _with_cache(forward)))
     assert "contains NaN" in msg and "square root of a negative number" in msg
 
 
@@ -242,7 +284,7 @@ def test_exception_is_reported_with_type_message_and_case():
     def forward(x, gamma, beta, eps=1e-5):
         raise RuntimeError("boom")
 
-    msg = str(_diagnosis(check_forward, forward))
+    msg = str(_diagnosis(check_forward, _with_cache(forward)))
     assert "raised RuntimeError: boom" in msg and "x of shape (N, C) = (16, 5)" in msg
 
 
@@ -251,7 +293,7 @@ def test_broadcast_error_from_unreshaped_gamma_gets_the_reshape_hint():
         mu, var = _stats(x)
         return gamma * (x - mu) / np.sqrt(var + eps) + beta
 
-    assert "gamma.reshape(1, -1" in str(_diagnosis(check_forward, forward))
+    assert "gamma.reshape(1, -1" in str(_diagnosis(check_forward, _with_cache(forward)))
 
 
 def test_wrong_signature_shows_how_the_checker_calls_it():
@@ -260,7 +302,9 @@ def test_wrong_signature_shows_how_the_checker_calls_it():
 
 
 def test_returning_none_asks_for_the_return():
-    assert "Did you forget `return out`?" in str(
+    assert "Did you forget `return dx, dgamma, dbeta`?" in str(
+        _diagnosis(check_backward, lambda dout, cache: None))
+    assert "returned None; expected the pair `(out, cache)`" in str(
         _diagnosis(check_forward, lambda x, gamma, beta, eps=1e-5: None))
 
 
@@ -269,7 +313,7 @@ def test_changing_x_in_place_is_reported_even_with_right_values():
         x -= x.mean(axis=_axes(x), keepdims=True)
         return _forward(x, gamma, beta, eps)
 
-    msg = str(_diagnosis(check_forward, forward))
+    msg = str(_diagnosis(check_forward, _with_cache(forward)))
     assert "returns the right values" in msg and "changed its input `x` in place" in msg
 
 
@@ -277,7 +321,7 @@ def test_unknown_forward_bug_gets_generic_message_with_max_error_and_location():
     def forward(x, gamma, beta, eps=1e-5):
         return _forward(x, gamma, beta, eps) * 1.1
 
-    err = _diagnosis(check_forward, forward)
+    err = _diagnosis(check_forward, _with_cache(forward))
     msg = str(err)
     assert err.mistakes == ()
     assert "not by a mistake this checker knows" in msg
@@ -291,7 +335,8 @@ def test_error_confined_to_the_tiny_variance_channel_is_pointed_out():
         out[:, x.shape[1] // 2] += 0.01
         return out
 
-    assert "Only the channel with a tiny variance" in str(_diagnosis(check_forward, forward))
+    msg = str(_diagnosis(check_forward, _with_cache(forward)))
+    assert "Only the channel with a tiny variance" in msg
 
 
 def test_float32_computation_is_pointed_out():
@@ -299,7 +344,7 @@ def test_float32_computation_is_pointed_out():
         return _forward(x.astype(np.float32), gamma.astype(np.float32),
                         beta.astype(np.float32), np.float32(eps))
 
-    assert "float32: compute in float64" in str(_diagnosis(check_forward, forward))
+    assert "float32: compute in float64" in str(_diagnosis(check_forward, _with_cache(forward)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -578,8 +623,11 @@ def test_exercise_error_is_an_assertion_error():
 
 
 def test_checkers_are_deterministic():
-    first = str(_diagnosis(check_forward, lambda x, gamma, beta, eps=1e-5: x * 0.9))
-    assert str(_diagnosis(check_forward, lambda x, gamma, beta, eps=1e-5: x * 0.9)) == first
+    def forward(x, gamma, beta, eps=1e-5):
+        return x * 0.9
+
+    first = str(_diagnosis(check_forward, _with_cache(forward)))
+    assert str(_diagnosis(check_forward, _with_cache(forward))) == first
 
 
 @pytest.mark.parametrize("catalogue, checker", [
@@ -589,7 +637,8 @@ def test_checkers_are_deterministic():
 ])
 def test_every_catalogued_mistake_is_told_apart_from_the_others(catalogue, checker):
     for mistake in catalogue:
-        assert _diagnosis(checker, mistake.fn).mistakes == (mistake.key,), mistake.key
+        fn = _with_cache(mistake.fn) if checker is check_forward else mistake.fn
+        assert _diagnosis(checker, fn).mistakes == (mistake.key,), mistake.key
 
 
 def test_check_function_is_usable_for_a_new_exercise(capsys):
@@ -1176,7 +1225,7 @@ def test_check_paired_interval_reports_a_missing_return():
 
 def test_exercise_error_renders_as_its_message_without_a_traceback():
     with pytest.raises(checks.ExerciseError) as info:
-        checks.check_forward(lambda x, gamma, beta, eps=1e-5: x)
+        checks.check_forward(_with_cache(lambda x, gamma, beta, eps=1e-5: x))
     rendered = info.value._render_traceback_()
     assert len(rendered) == 1 and str(info.value) in rendered[0]
     assert "Traceback" not in rendered[0] and "File " not in rendered[0]

@@ -7,13 +7,26 @@ can each be set wrong: they are the mistakes, not a second reference.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from bncourse.checks._inputs import _TINY, _bn_inputs, _ch, _label
-from bncourse.checks.engine import SEED, Case, Hint, Mistake, check_function, with_solution
+from bncourse.checks.engine import (
+    ATOL,
+    RTOL,
+    SEED,
+    Case,
+    ExerciseError,
+    Hint,
+    Mistake,
+    _Stop,
+    check_function,
+    with_solution,
+)
 from bncourse.functional import batchnorm_forward
 
 __all__ = ["check_forward"]
@@ -131,8 +144,49 @@ def _forward_cases() -> list[Case]:
     return cases
 
 
-def _first_if_tuple(raw: Any) -> Any:
-    return raw[0] if isinstance(raw, tuple) and raw else raw
+CACHE_KEYS = ("xmu", "std", "inv_std", "x_hat", "gamma", "axes", "m", "training")
+"""The cache entries the course's backward passes read (the notebook's and ``functional``'s)."""
+
+
+def _out_of_out_and_cache(raw: Any) -> Any:
+    """``out`` from ``(out, cache)``, after checking that the cache can feed the backward."""
+    if not (isinstance(raw, tuple) and len(raw) == 2):
+        what = (f"a tuple of {len(raw)} values" if isinstance(raw, tuple)
+                else "only one value" if raw is not None else "None")
+        raise _Stop(f"your function returned {what}; expected the pair `(out, cache)`: the "
+                    f"backward passes read the intermediates from `cache`. End with "
+                    f"`return out, cache`.")
+    out, cache = raw
+    if not isinstance(cache, dict):
+        raise _Stop(f"`cache` is a {type(cache).__name__}; expected a dict of the forward's "
+                    f"intermediates, e.g. `cache = dict(xmu=xmu, ...)`.")
+    missing = [k for k in CACHE_KEYS if k not in cache]
+    if missing:
+        raise _Stop(f"`cache` lacks the key(s) {', '.join(repr(k) for k in missing)}, which the "
+                    f"backward passes read; expected at least {', '.join(CACHE_KEYS)}.")
+    return out
+
+
+def _cache_problems(fn: Callable[..., Any], case: Case) -> list[str]:
+    """Where the cache's entries differ from the reference forward's, on one case."""
+    x, gamma, beta = case.args
+    _, cache = fn(x.copy(), gamma.copy(), beta.copy(), **case.kwargs)
+    _, want = _forward_solution(x, gamma, beta, **case.kwargs)
+    problems = []
+    for key in CACHE_KEYS:
+        got, expected = cache[key], want[key]
+        if isinstance(expected, (bool, tuple, int)):
+            if not (isinstance(got, (bool, tuple, int, np.integer)) and got == expected):
+                problems.append(f"- cache[{key!r}] is {got!r}; expected {expected!r}.")
+            continue
+        got = np.asarray(got)
+        if got.shape != expected.shape:
+            problems.append(f"- cache[{key!r}] has shape {got.shape}; expected {expected.shape} "
+                            f"(per-channel values keep the broadcastable shape (1, C, 1, ...)).")
+        elif not np.allclose(got, expected, rtol=RTOL, atol=ATOL):
+            problems.append(f"- cache[{key!r}] holds other values than the forward's "
+                            f"{key} (case {case.label}).")
+    return problems
 
 
 def _forward_solution(x, gamma, beta, eps=1e-5):
@@ -143,19 +197,29 @@ def _forward_solution(x, gamma, beta, eps=1e-5):
 def check_forward(fn: Callable[..., Any]) -> None:
     """Check a training-mode batch-norm forward pass against the reference.
 
-    ``fn(x, gamma, beta, eps=1e-5)`` must return ``out`` (or ``(out, cache)``: a tuple's first
-    element is taken as ``out``) for ``x`` of shape (N, C) or (N, C, L): per-channel batch
-    statistics over axis 0 and every spatial axis, biased variance, ``eps`` inside the square
-    root, then ``gamma * x_hat + beta``. Six cases, float64, eps of 1e-5 and 1e-3.
+    ``fn(x, gamma, beta, eps=1e-5)`` must return ``(out, cache)`` for ``x`` of shape (N, C) or
+    (N, C, L): per-channel batch statistics over axis 0 and every spatial axis, biased variance,
+    ``eps`` inside the square root, then ``gamma * x_hat + beta``; ``cache`` is a dict holding
+    at least :data:`CACHE_KEYS` with the reference's values (per-channel arrays shaped
+    (1, C, 1, ...)), since the backward passes read them. Six cases, float64, eps of 1e-5 and
+    1e-3.
 
     Raises:
         ExerciseError: with a diagnosis when ``fn`` is wrong.
     """
-    check_function(
-        fn, _forward_reference, _forward_cases(), _FORWARD_MISTAKES, _FORWARD_HINTS,
-        name="check_forward", outputs=("out",), unpack=_first_if_tuple,
-        advice="go through the steps one at a time: mu and var per channel over axis 0 (and "
-               "2 for (N, C, L)), biased var, x_hat = (x - mu) / sqrt(var + eps), "
-               "out = gamma * x_hat + beta. Print x_hat.mean and x_hat.var per channel: "
-               "they should be ~0 and ~1.",
-    )
+    report = io.StringIO()
+    with contextlib.redirect_stdout(report):     # the success line waits for the cache check
+        check_function(
+            fn, _forward_reference, _forward_cases(), _FORWARD_MISTAKES, _FORWARD_HINTS,
+            name="check_forward", outputs=("out",), unpack=_out_of_out_and_cache,
+            advice="go through the steps one at a time: mu and var per channel over axis 0 "
+                   "(and 2 for (N, C, L)), biased var, x_hat = (x - mu) / sqrt(var + eps), "
+                   "out = gamma * x_hat + beta. Print x_hat.mean and x_hat.var per channel: "
+                   "they should be ~0 and ~1.",
+        )
+    problems = _cache_problems(fn, _forward_cases()[3])       # an (N, C, L) case
+    if problems:
+        raise ExerciseError("\n".join(["check_forward: `out` is right, but the cache would "
+                                       "mislead the backward pass:", *problems]),
+                            ["cache_values"])
+    print(report.getvalue(), end="")

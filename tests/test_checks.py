@@ -1303,3 +1303,54 @@ def test_module_checker_restores_torchs_batch_norm_functions():
     with pytest.raises(checks.ExerciseError):
         check_batchnorm_module(_CallsFunctionalBatchNorm)
     assert (F.batch_norm, torch.batch_norm) == before
+
+
+# --- backward: the unbiased variance, and a compact backward reusing a wrong dgamma -------------
+
+
+def _staged_backward(dout, cache, var_denominator=None):
+    """The learner's staged backward (notebook 01), with dsq's denominator adjustable."""
+    axes, m = cache["axes"], cache["m"]
+    xmu, std, inv_std, x_hat, gamma = (cache[k] for k in ("xmu", "std", "inv_std", "x_hat",
+                                                          "gamma"))
+    dx_hat = gamma * dout
+    dinv_std = (dx_hat * xmu).sum(axis=axes, keepdims=True)
+    dvar = -dinv_std / std**2 / (2 * std)
+    dsq = np.ones_like(xmu) * dvar / (m if var_denominator is None else var_denominator(m))
+    dxmu = dx_hat * inv_std + 2 * xmu * dsq
+    dx = dxmu - dxmu.sum(axis=axes, keepdims=True) / m
+    return dx, (dout * x_hat).sum(axis=axes), dout.sum(axis=axes)
+
+
+def test_staged_learner_backward_passes(capsys):
+    check_backward(_staged_backward)
+    assert "all 6 cases match" in capsys.readouterr().out
+
+
+def test_backward_dividing_the_variance_term_by_m_minus_1_is_named():
+    err = _diagnosis(check_backward, lambda dout, cache: _staged_backward(
+        dout, cache, var_denominator=lambda m: m - 1))
+    assert err.mistakes == ("var_term_unbiased",)
+    assert "unbiased variance's 1/(m - 1)" in str(err)
+
+
+@pytest.mark.parametrize(("dgamma_of", "keys"), [
+    (lambda dout, cache: (dout * cache["xmu"]).sum(axis=cache["axes"]),
+     ("dgamma_uses_xmu_in_dx", "dgamma_uses_xmu")),
+    (lambda dout, cache: dout.sum(axis=cache["axes"]), None),
+])
+def test_compact_backward_reusing_a_wrong_dgamma_blames_dgamma_for_dx_too(dgamma_of, keys):
+    def compact(dout, cache):
+        m, shape = cache["m"], cache["gamma"].shape
+        dbeta = dout.sum(axis=cache["axes"])
+        dgamma = dgamma_of(dout, cache)
+        dx = cache["gamma"] * cache["inv_std"] / m * (
+            m * dout - dbeta.reshape(shape) - cache["x_hat"] * dgamma.reshape(shape))
+        return dx, dgamma, dbeta
+
+    err = _diagnosis(check_backward_compact, compact)
+    if keys is not None:
+        assert err.mistakes == keys
+        assert "`dx` reuses your `dgamma`" in str(err)
+    else:   # dgamma = sum(dout) is not catalogued: no term of dx is blamed for it
+        assert "dx_no_var_term" not in err.mistakes and "var_term" not in str(err.mistakes)

@@ -37,7 +37,7 @@ def _dx(dout, cache, *, mean_term=1.0, var_term=1.0, m=None, axes=None, gamma=Tr
     axes = cache["axes"] if axes is None else axes
     m = cache["m"] if m is None else m
     mean_term = m if mean_term == "m" else mean_term
-    var_term = m if var_term == "m" else var_term
+    var_term = {"m": m, "unbiased": m / (m - 1)}.get(var_term, var_term)
     if eps:
         inv_std, x_hat = cache["inv_std"], cache["x_hat"]
     else:
@@ -62,6 +62,19 @@ def _with_dx(**kw):
 def _with_ref_dx(f):
     return lambda dout, cache: (f(batchnorm_backward(dout, cache)[0], cache),
                                 *_params(dout, cache))
+
+
+def _compact_with(dgamma, dbeta):
+    """``dx`` of a compact backward that reuses its own (wrong) ``dgamma`` and ``dbeta``, beside
+    the right parameter gradients: the mistake explains ``dx`` only, and the plain parameter
+    mistake explains the parameter gradients, so each output is told its own cause."""
+    def backward(dout, cache):
+        dg, db = dgamma(dout, cache), dbeta(dout, cache)
+        m, shape = cache["m"], cache["gamma"].shape
+        dx = cache["gamma"] * cache["inv_std"] / m * (
+            m * dout - db.reshape(shape) - cache["x_hat"] * dg.reshape(shape))
+        return (dx, *_params(dout, cache))
+    return backward
 
 
 def _with_params(f):
@@ -170,6 +183,24 @@ _BACKWARD_MISTAKES = (
             "instead of (C,).",
             "Reshape to (C,): `.reshape(-1)`, or sum with keepdims=False.",
             _with_params(lambda dout, cache: _params(dout, cache, keepdims=True))),
+    Mistake("var_term_unbiased",
+            "In `dx` the variance term uses the unbiased variance's 1/(m - 1): BN normalizes "
+            "with the biased variance, var = mean(sq), so dsq = dvar / m.",
+            "Divide by m everywhere in the backward pass; m - 1 belongs only to the running "
+            "variance.",
+            _with_dx(var_term="unbiased")),
+    Mistake("dgamma_uses_xmu_in_dx",
+            "`dx` reuses your `dgamma`, which uses x - mu instead of x_hat: fix `dgamma` and "
+            "`dx` follows.",
+            "dgamma = (dout * x_hat).sum(axis=axes).",
+            _compact_with(lambda dout, cache: _params(dout, cache, x_hat=cache["xmu"])[0],
+                          lambda dout, cache: _params(dout, cache)[1])),
+    Mistake("dgamma_dbeta_swapped_in_dx",
+            "`dx` reuses your `dgamma` and `dbeta`, which are swapped: fix the two sums and "
+            "`dx` follows.",
+            "dbeta = sum(dout), dgamma = sum(dout * x_hat), per channel.",
+            _compact_with(lambda dout, cache: _params(dout, cache)[1],
+                          lambda dout, cache: _params(dout, cache)[0])),
     Mistake("dgamma_uses_xmu",
             "`dgamma` uses x - mu instead of x_hat: out = gamma * x_hat + beta, so "
             "dgamma = sum(dout * x_hat).",

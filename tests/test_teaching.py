@@ -173,7 +173,8 @@ def test_student_copy_runs_up_to_its_first_exercise_stub(path, built):
     student = nbformat.read(_student_copy(built, path), as_version=4)
     stubs = [i for i, c in enumerate(student.cells) if SOLUTION_TAG in c.metadata.get("tags", [])]
     assert stubs, "no exercise in this notebook"
-    checker = stubs[0] + 1
+    checker = next(i for i in range(stubs[0] + 1, len(student.cells))
+                   if student.cells[i].cell_type == "code")
     student.cells = student.cells[: checker + 1]  # up to the first checker is enough
     client = NotebookClient(student, timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
@@ -183,6 +184,23 @@ def test_student_copy_runs_up_to_its_first_exercise_stub(path, built):
     assert student.cells[checker].get("execution_count") == max(n for n in ran if n), (
         "the first error must come from the first exercise's checker")
     assert "not implemented" in str(error.value).lower()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_student_copy_with_the_solutions_filled_in_runs_to_the_end(path, built):
+    solutions = {c.id: c.source for c in nbformat.read(path, as_version=4).cells
+                 if SOLUTION_TAG in c.metadata.get("tags", [])}
+    student = nbformat.read(_student_copy(built, path), as_version=4)
+    filled = 0
+    for cell in student.cells:
+        if SOLUTION_TAG in cell.metadata.get("tags", []):
+            cell.source = solutions[cell.id]
+            filled += 1
+    assert filled == len(solutions) > 0
+    client = NotebookClient(student, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    client.execute()        # raises CellExecutionError at the first failing cell
+    assert all(c.get("execution_count") for c in student.cells if c.cell_type == "code")
 
 
 def test_execute_stores_outputs_in_place_without_widget_state(tmp_path):

@@ -1,5 +1,6 @@
-"""Teaching artefacts: stubs hide solutions, student copies run up to their first exercise,
-the build is idempotent, and every course notebook carries slide metadata."""
+"""Teaching artefacts: solution markers and nbgrader metadata, student copies and HTML without
+solutions or speaker notes, an instructor edition, the build is idempotent, student copies run,
+every course notebook carries slide metadata, and nbgrader grades with the course's checkers."""
 
 import ast
 import hashlib
@@ -11,12 +12,16 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from bncourse.teaching import (
+    BEGIN_SOLUTION,
+    END_SOLUTION,
     SOLUTION_TAG,
     add_slide_metadata,
     build,
+    mark_exercises,
+    mark_solution_regions,
     slide_type,
     split_at_headings,
-    stub_source,
+    student_version,
 )
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -52,45 +57,69 @@ def toy_notebook():
         nbformat.v4.new_code_cell("x = 1"),
         nbformat.v4.new_markdown_cell("### Exercise"),
         nbformat.v4.new_code_cell(SOLUTION, metadata={"tags": [SOLUTION_TAG]}),
-        nbformat.v4.new_code_cell("forward(np.ones((2, 3)))"),
-        nbformat.v4.new_markdown_cell("**Speaker notes:** ask first."),
+        nbformat.v4.new_markdown_cell(
+            "<details><summary>Hint 1</summary>\n\nA hint.\n\n</details>"),
+        nbformat.v4.new_code_cell("check_forward(forward)"),
+        nbformat.v4.new_markdown_cell("**Speaker notes:** the answer is 42."),
     ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
+    mark_exercises(nb, "01")
     return nb
 
 
-def test_stub_keeps_imports_signatures_and_docstrings_only():
-    stub = stub_source(SOLUTION)
-    assert "import numpy as np" in stub
+def test_solution_markers_wrap_bodies_after_docstrings_and_other_code():
+    marked = mark_solution_regions(SOLUTION)
+    ast.parse(marked)
+    lines = marked.splitlines()
+    assert lines[lines.index('    """') + 1] == f"    {BEGIN_SOLUTION}"            # forward's body
+    assert f"        {BEGIN_SOLUTION}" in lines                                  # update's body
+    assert lines[lines.index("SECRET_CONSTANT = 42") - 1] == BEGIN_SOLUTION
+    assert marked.count(BEGIN_SOLUTION) == marked.count(END_SOLUTION) == 3
+    assert lines[0] == "import numpy as np"                                      # imports stay
+    assert mark_solution_regions(marked) == marked                               # idempotent
+
+
+def test_exercises_get_nbgrader_solution_and_autograded_test_metadata():
+    nb = toy_notebook()
+    solution, checker = nb.cells[3].metadata["nbgrader"], nb.cells[5].metadata["nbgrader"]
+    assert solution["solution"] and not solution["grade"]
+    assert solution["grade_id"] == "01-exercise-1"
+    assert checker["grade"] and checker["locked"] and checker["points"] == 1
+    assert checker["grade_id"] == "01-exercise-1-check"
+    assert not mark_exercises(nb, "01")                                          # idempotent
+
+
+def test_student_version_keeps_signatures_and_docstrings_and_drops_notes():
+    student = student_version(toy_notebook())
+    stub = student.cells[3].source
     assert "def forward(x, eps=1e-5):" in stub and "Shape: (N, C)." in stub
     assert "class Running:" in stub and "def update(self, batch_mean):" in stub
     for secret in ("x.mean(axis=0)", "np.sqrt", "self.momentum * batch_mean", "SECRET_CONSTANT"):
         assert secret not in stub
-    assert stub.count("raise NotImplementedError") == 2
-    ast.parse(stub)
+    assert stub.count("raise NotImplementedError") == 3
+    assert not any("Speaker notes" in c.source for c in student.cells)
+    forward = ast.parse(stub).body[1]
+    assert [type(node) for node in forward.body] == [ast.Expr, ast.Raise]  # docstring, raise
 
 
-def test_stubbed_function_raises_not_implemented():
-    namespace = {}
-    exec(stub_source(SOLUTION), namespace)  # noqa: S102 -- our own stub
-    with pytest.raises(NotImplementedError, match="exercise"):
-        namespace["forward"](None)
-
-
-def test_build_writes_valid_student_copy_without_solutions_and_html(tmp_path):
+def test_build_writes_student_copy_student_html_and_instructor_edition(tmp_path):
     source = tmp_path / "notebooks" / "01_toy.ipynb"
     source.parent.mkdir()
     nbformat.write(toy_notebook(), source)
     written = build([source], tmp_path / "build")
     assert sorted(p.relative_to(tmp_path / "build").as_posix() for p in written) == [
-        "html/01_toy.html", "student/01_toy.ipynb"]
+        "instructor/01_toy.html", "instructor/01_toy.ipynb",
+        "student/01_toy.html", "student/01_toy.ipynb"]
     student = nbformat.read(tmp_path / "build" / "student" / "01_toy.ipynb", as_version=4)
     nbformat.validate(student)
     assert "x.mean(axis=0)" not in student.cells[3].source
     assert "x.mean(axis=0)" in nbformat.read(source, as_version=4).cells[3].source  # untouched
     assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
-    assert "SECRET_CONSTANT" in (tmp_path / "build" / "html" / "01_toy.html").read_text()
+    student_html = (tmp_path / "build" / "student" / "01_toy.html").read_text()
+    assert "SECRET_CONSTANT" not in student_html and "the answer is 42" not in student_html
+    instructor_html = (tmp_path / "build" / "instructor" / "01_toy.html").read_text()
+    assert "SECRET_CONSTANT" in instructor_html and "the answer is 42" in instructor_html
 
 
 def test_build_is_idempotent(tmp_path):
@@ -110,11 +139,16 @@ def test_build_refuses_to_overwrite_the_notebooks(tmp_path):
     nbformat.write(toy_notebook(), source)
     with pytest.raises(ValueError, match="cannot overwrite the notebooks"):
         build([source], tmp_path)
+    instructor = tmp_path / "x" / "instructor" / "01_toy.ipynb"
+    instructor.parent.mkdir(parents=True)
+    nbformat.write(toy_notebook(), instructor)
+    with pytest.raises(ValueError, match="cannot overwrite the notebooks"):
+        build([instructor], tmp_path / "x")
 
 
 def test_slide_types_follow_headings_and_speaker_notes():
     nb = toy_notebook()
-    assert [slide_type(c) for c in nb.cells] == ["slide", "-", "subslide", "-", "-", "notes"]
+    assert [slide_type(c) for c in nb.cells] == ["slide", "-", "subslide", "-", "-", "-", "notes"]
     assert add_slide_metadata(nb) and not add_slide_metadata(nb)
 
 
@@ -166,6 +200,19 @@ def test_student_copy_contains_no_solution_code(path, built):
     nbformat.validate(student)
     stubs = [c.source for c in student.cells if SOLUTION_TAG in c.metadata.get("tags", [])]
     assert stubs and all(_only_stubs(s) for s in stubs)
+    assert not any(c.source.lstrip().startswith("**Speaker notes") for c in student.cells)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_student_html_holds_no_solution_and_no_speaker_notes(path, built):
+    html = (built / "student" / f"{path.stem}.html").read_text(encoding="utf-8")
+    solutions = [c.source for c in nbformat.read(path, as_version=4).cells
+                 if SOLUTION_TAG in c.metadata.get("tags", [])]
+    assert "Speaker notes" not in html
+    assert "BEGIN SOLUTION" not in html and "YOUR CODE HERE" in html
+    instructor = (built / "instructor" / f"{path.stem}.html").read_text(encoding="utf-8")
+    assert "Speaker notes" in instructor and "BEGIN SOLUTION" in instructor
+    assert solutions
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -235,4 +282,12 @@ def test_command_line_build_slides_and_execute(tmp_path, capsys):
     assert "slide metadata added" in capsys.readouterr().out
     main(["build", "--out", str(tmp_path / "out"), str(source)])
     assert (tmp_path / "out" / "student" / "01_toy.ipynb").exists()
-    assert (tmp_path / "out" / "html" / "01_toy.html").exists()
+    assert (tmp_path / "out" / "student" / "01_toy.html").exists()
+    assert (tmp_path / "out" / "instructor" / "01_toy.ipynb").exists()
+    marked = tmp_path / "notebooks" / "02_toy.ipynb"
+    nb = toy_notebook()
+    del nb.cells[3].metadata["nbgrader"]
+    nbformat.write(nb, marked)
+    main(["nbgrader", str(marked)])
+    assert "marked for nbgrader" in capsys.readouterr().out
+    assert "nbgrader" in nbformat.read(marked, as_version=4).cells[3].metadata

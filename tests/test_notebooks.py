@@ -72,3 +72,42 @@ def test_the_capstone_shows_every_claim():
     capstone = next(p for p in NOTEBOOKS if p.name.startswith("07"))
     source = "".join(c.source for c in _cells(capstone) if c.cell_type == "code")
     assert "verdict_markdown()" in source or all(f'"{c}"' in source for c in claims())
+
+
+# --- exercises: enough of them, each with hints, a checker and a way to skip -----------------
+
+MIN_EXERCISES = {"01": 4}
+MIN_EXERCISES_DEFAULT = 3
+
+
+def exercises(path):
+    """``(index of the solution cell, the cells after it)`` for each exercise."""
+    cells = _cells(path)
+    return [(i, cells[i + 1:i + 4]) for i, c in enumerate(cells)
+            if "solution" in c.metadata.get("tags", [])]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_every_notebook_has_enough_checked_exercises(path):
+    wanted = MIN_EXERCISES.get(path.stem[:2], MIN_EXERCISES_DEFAULT)
+    assert len(exercises(path)) >= wanted
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_each_exercise_is_followed_by_hints_its_checker_and_a_skip_line(path):
+    for index, (hint, checker, skip) in exercises(path):
+        where = f"exercise at cell {index}"
+        assert hint.cell_type == "markdown", where
+        assert "<details><summary>Hint 1</summary>" in hint.source, where
+        assert checker.cell_type == "code", where
+        assert re.match(r"(checks\.)?check_\w+\(", checker.source), where
+        assert skip.cell_type == "code", where
+        assert re.search(r"^# \w+ = (checks\.)?skip\((checks\.)?check_\w+\)$", skip.source,
+                         re.M), where
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_exercise_headings_match_the_solution_cells(path):
+    headings = [c for c in _cells(path)
+                if c.cell_type == "markdown" and re.match(r"#+ Exercise \d+", c.source)]
+    assert len(headings) == len(exercises(path))

@@ -197,7 +197,8 @@ def test_a_student_copy_built_into_its_own_folder_reads_the_stored_verdicts(tmp_
     from bncourse.teaching import build
 
     capstone = ROOT / "notebooks" / "07_claims_and_evidence.ipynb"
-    (student_path,) = [p for p in build([capstone], tmp_path / "build") if p.suffix == ".ipynb"]
+    (student_path,) = [p for p in build([capstone], tmp_path / "build")
+                       if p.suffix == ".ipynb" and p.parent.name == "student"]
     student = nbformat.read(student_path, as_version=4)
     first_verdict = next(i for i, c in enumerate(student.cells)
                          if c.cell_type == "code" and "show_verdict(" in c.source)

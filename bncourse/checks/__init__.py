@@ -22,12 +22,22 @@ The checkers of notebook 01:
 * :func:`check_running_update` (:mod:`~bncourse.checks.running`) -- PyTorch's
   running-statistics update.
 
-And of the later notebooks: :func:`check_batchnorm_module` (02, a BN ``nn.Module``;
-:mod:`~bncourse.checks.module`), :func:`check_ics_measure` (03, :mod:`~bncourse.checks.ics`),
-:func:`check_bn_output_std` (04, :mod:`~bncourse.checks.noise`), :func:`check_renorm_rd` (05,
-:mod:`~bncourse.checks.renorm`), :func:`check_fold_linear_bn` (06,
-:mod:`~bncourse.checks.folding`), :func:`check_paired_interval` (07,
-:mod:`~bncourse.checks.verdict`).
+And of the later notebooks, one module per concept:
+
+* 02: :func:`check_channel_stats` (per-channel statistics of a conv input),
+  :func:`check_cumulative_running_mean` (``momentum=None``), :func:`check_batchnorm_module`
+  (a BN ``nn.Module``);
+* 03: :func:`check_percentile_hook` (the percentile recorder), :func:`check_noisy_bn_forward`
+  (noisy BN), :func:`check_ics_measure` (the gradient-change measure of ICS);
+* 04: :func:`check_bn_output_std` (batch-mate noise), :func:`check_ghost_batchnorm` (ghost BN),
+  :func:`check_direction_step` (the effective learning rate under weight decay);
+* 05: :func:`check_precise_statistics` (population statistics from batch statistics),
+  :func:`check_renorm_rd` (batch renorm), :func:`check_sync_statistics` (what synchronized BN
+  all-reduces);
+* 06: :func:`check_fold_linear_bn`, :func:`check_fold_conv1d_bn` (folding),
+  :func:`check_bn_bytes` (the bytes-moved cost model);
+* 07: :func:`check_paired_interval`, :func:`check_classify_setting` (the verdict rule for one
+  setting), :func:`check_seeds_needed` (designing a decisive experiment).
 
 A checker for another exercise is a reference, a few :class:`Case` s and, optionally, a few
 :class:`Mistake` s and :class:`Hint` s handed to :func:`check_function` (all in
@@ -51,6 +61,9 @@ bncourse.checks.engine.ExerciseError: check_relu: `absolute` does not match the 
 """
 
 from bncourse.checks.backward import check_backward, check_backward_compact
+from bncourse.checks.channels import check_channel_stats
+from bncourse.checks.conv_folding import check_fold_conv1d_bn
+from bncourse.checks.cumulative import check_cumulative_running_mean
 from bncourse.checks.engine import (
     ATOL,
     RTOL,
@@ -65,32 +78,53 @@ from bncourse.checks.engine import (
 )
 from bncourse.checks.folding import check_fold_linear_bn
 from bncourse.checks.forward import check_forward
+from bncourse.checks.ghost import check_ghost_batchnorm
 from bncourse.checks.ics import check_ics_measure
+from bncourse.checks.memory_traffic import check_bn_bytes
 from bncourse.checks.module import check_batchnorm_module
 from bncourse.checks.noise import check_bn_output_std
+from bncourse.checks.noisy import check_noisy_bn_forward
+from bncourse.checks.percentiles import check_percentile_hook
+from bncourse.checks.power import check_seeds_needed
+from bncourse.checks.precise import check_precise_statistics
 from bncourse.checks.renorm import check_renorm_rd
 from bncourse.checks.running import check_running_update
+from bncourse.checks.scale_invariance import check_direction_step
+from bncourse.checks.sync import check_sync_statistics
 from bncourse.checks.verdict import check_paired_interval
+from bncourse.checks.verdict_rule import check_classify_setting
 
 __all__ = [
     "ATOL",
-    "RTOL",
-    "SEED",
     "Case",
     "ExerciseError",
     "Hint",
     "Mistake",
+    "RTOL",
+    "SEED",
     "check_backward",
     "check_backward_compact",
     "check_batchnorm_module",
+    "check_bn_bytes",
     "check_bn_output_std",
+    "check_channel_stats",
+    "check_classify_setting",
+    "check_cumulative_running_mean",
+    "check_direction_step",
+    "check_fold_conv1d_bn",
     "check_fold_linear_bn",
     "check_forward",
     "check_function",
+    "check_ghost_batchnorm",
     "check_ics_measure",
+    "check_noisy_bn_forward",
     "check_paired_interval",
+    "check_percentile_hook",
+    "check_precise_statistics",
     "check_renorm_rd",
     "check_running_update",
+    "check_seeds_needed",
+    "check_sync_statistics",
     "skip",
     "with_solution",
 ]

@@ -32,6 +32,19 @@ Where other references differ:
 
 NaN inputs are propagated as PyTorch propagates them (the affected channel's statistics and
 outputs become NaN); they are not reported.
+
+**The normalization family is one operation over different axes.** :func:`normalize`
+standardizes ``x`` over a set of axes; the layers differ only in which (:func:`norm_axes`), for an
+(N, C, L) input::
+
+    batch norm     over N and L, per channel      axes (0, 2)        statistics shape (1, C, 1)
+    layer norm     over C and L, per example      axes (1, 2)        statistics shape (N, 1, 1)
+    instance norm  over L, per example & channel  axes (2,)          statistics shape (N, C, 1)
+    group norm     over C/G and L, per example & group, on the (N, G, C/G, L) view: axes (2, 3)
+
+and then a learned affine map (per channel; layer norm's is per element of the normalized
+shape). :func:`layernorm_forward` and :func:`groupnorm_forward` (instance norm is group norm with
+G = C) are built on it, with closed-form backward passes (:func:`normalize_backward`).
 """
 
 from __future__ import annotations
@@ -45,6 +58,14 @@ __all__ = [
     "batchnorm_backward",
     "batchnorm_backward_compact",
     "update_running_average",
+    "NORM_KINDS",
+    "norm_axes",
+    "normalize",
+    "normalize_backward",
+    "layernorm_forward",
+    "layernorm_backward",
+    "groupnorm_forward",
+    "groupnorm_backward",
 ]
 
 
@@ -196,3 +217,154 @@ def batchnorm_backward_compact(dout: np.ndarray, cache: dict) -> tuple[np.ndarra
         dx -= np.multiply(x_hat, dgamma * (scale / m), out=scratch)
         dx -= dbeta * (scale / m)
     return dx, dgamma.reshape(-1), dbeta.reshape(-1)
+
+
+# --------------------------------------------------------------------------------------------
+# The normalization family: one standardization, different axes
+# --------------------------------------------------------------------------------------------
+
+NORM_KINDS = ("batch", "layer", "instance", "group")
+
+
+def norm_axes(kind: str, ndim: int) -> tuple[int, ...]:
+    """The axes ``kind`` of normalization averages over, for an input of ``ndim`` dims.
+
+    ``batch``, ``layer`` and ``instance`` refer to an (N, C, *spatial) input (layer norm as
+    ``nn.LayerNorm((C, *spatial))``); ``group`` to the grouped (N, G, C // G, *spatial) view, so
+    ``ndim`` counts the extra axis there.
+
+    >>> norm_axes("batch", 3), norm_axes("layer", 3), norm_axes("instance", 3)
+    ((0, 2), (1, 2), (2,))
+    >>> norm_axes("group", 4)
+    (2, 3)
+    """
+    if kind not in NORM_KINDS:
+        raise ValueError(f"expected kind to be one of {NORM_KINDS} (got {kind!r})")
+    first = {"batch": None, "layer": 1, "instance": 2, "group": 2}[kind]
+    if kind == "batch":
+        return (0, *range(2, ndim))
+    return tuple(range(first, ndim))
+
+
+def normalize(x: np.ndarray, axes: tuple[int, ...], eps: float = 1e-5
+              ) -> tuple[np.ndarray, dict]:
+    """Standardizes ``x`` over ``axes``: ``x_hat = (x - mean) / sqrt(var + eps)``, with the
+    biased variance; the statistics broadcast (kept dims).
+
+    Returns:
+        ``(x_hat, cache)``; ``cache`` holds ``x_hat``, ``inv_std``, ``axes`` and ``m``, the
+        number of values each statistic is taken over.
+    """
+    x = _check_array("x", x)
+    check_eps(eps)
+    m = int(np.prod([x.shape[a] for a in axes]))
+    if m == 0:
+        raise ValueError(f"expected values to normalize over axes {axes} (got shape {x.shape})")
+    mu = x.mean(axis=axes, keepdims=True)
+    xmu = x - mu
+    var = (xmu * xmu).mean(axis=axes, keepdims=True)        # biased
+    inv_std = 1.0 / np.sqrt(var + eps)
+    x_hat = xmu * inv_std
+    return x_hat, dict(x_hat=x_hat, inv_std=inv_std, axes=tuple(axes), m=m)
+
+
+def normalize_backward(dx_hat: np.ndarray, cache: dict) -> np.ndarray:
+    """Gradient through :func:`normalize`, in closed form::
+
+        dx = inv_std * (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat))
+
+    with the means over the normalized axes (the batch-norm formula with gamma = 1).
+    """
+    axes, x_hat = cache["axes"], cache["x_hat"]
+    mean_dx_hat = dx_hat.mean(axis=axes, keepdims=True)
+    mean_dx_hat_x_hat = (dx_hat * x_hat).mean(axis=axes, keepdims=True)
+    return cache["inv_std"] * (dx_hat - mean_dx_hat - x_hat * mean_dx_hat_x_hat)
+
+
+def _check_affine(name: str, a, shape: tuple[int, ...]) -> None:
+    if a is not None and tuple(_check_array(name, a).shape) != tuple(shape):
+        raise ValueError(f"expected {name} of shape {tuple(shape)} (got {tuple(a.shape)})")
+
+
+def layernorm_forward(x: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None,
+                      normalized_ndim: int = 1, eps: float = 1e-5) -> tuple[np.ndarray, dict]:
+    """Layer normalization, as ``torch.nn.LayerNorm(x.shape[-normalized_ndim:])``: every
+    example is standardized over its last ``normalized_ndim`` axes, then scaled and shifted
+    element-wise. No running statistics: training and eval mode are the same.
+
+    Args:
+        x: (*, *normalized_shape), floating dtype.
+        gamma, beta: of ``normalized_shape``, or ``None`` for 1 and 0.
+        normalized_ndim: how many trailing axes form ``normalized_shape``, >= 1.
+        eps: added to the variance, > 0.
+
+    Returns:
+        ``(out, cache)``, ``out`` shaped like ``x``.
+    """
+    x = _check_array("x", x)
+    if not (isinstance(normalized_ndim, int) and 1 <= normalized_ndim <= x.ndim):
+        raise ValueError(f"expected 1 <= normalized_ndim <= x.ndim = {x.ndim} "
+                         f"(got {normalized_ndim})")
+    shape = x.shape[x.ndim - normalized_ndim:]
+    _check_affine("gamma", gamma, shape)
+    _check_affine("beta", beta, shape)
+    x_hat, cache = normalize(x, tuple(range(x.ndim - normalized_ndim, x.ndim)), eps)
+    out = x_hat if gamma is None else x_hat * gamma
+    out = out if beta is None else out + beta
+    cache.update(gamma=gamma, param_axes=tuple(range(x.ndim - normalized_ndim)))
+    return out, cache
+
+
+def layernorm_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, ...]:
+    """``(dx, dgamma, dbeta)`` of :func:`layernorm_forward`: ``dgamma`` and ``dbeta`` of
+    ``normalized_shape`` (``dgamma`` is ``None`` where the forward had no gamma)."""
+    gamma, param_axes = cache["gamma"], cache["param_axes"]
+    dx_hat = dout if gamma is None else dout * gamma
+    dgamma = None if gamma is None else (dout * cache["x_hat"]).sum(axis=param_axes)
+    return normalize_backward(dx_hat, cache), dgamma, dout.sum(axis=param_axes)
+
+
+def groupnorm_forward(x: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None,
+                      num_groups: int, eps: float = 1e-5) -> tuple[np.ndarray, dict]:
+    """Group normalization, as ``torch.nn.GroupNorm(num_groups, C)``: the C channels of each
+    example are split into ``num_groups`` groups of consecutive channels, and each group is
+    standardized over its channels and positions; then a per-channel scale and shift.
+    ``num_groups = C`` is instance norm, ``num_groups = 1`` layer norm over (C, *spatial) with
+    per-channel affine parameters.
+
+    Args:
+        x: (N, C) or (N, C, *spatial), floating dtype.
+        gamma, beta: (C,), or ``None`` for 1 and 0.
+        num_groups: G, dividing C.
+        eps: added to the variance, > 0.
+
+    Returns:
+        ``(out, cache)``, ``out`` shaped like ``x``.
+    """
+    x = _check_array("x", x)
+    check_input_shape(x.shape, None, training=False)
+    n, c = x.shape[:2]
+    if not (isinstance(num_groups, int) and num_groups >= 1 and c % num_groups == 0):
+        raise ValueError(f"expected num_groups >= 1 dividing the {c} channels (got {num_groups})")
+    for name, a in (("gamma", gamma), ("beta", beta)):
+        if a is not None:
+            check_param_shape(name, _check_array(name, a).shape, c)
+    grouped = x.reshape(n, num_groups, c // num_groups, *x.shape[2:])   # (N, G, C/G, *)
+    x_hat, cache = normalize(grouped, norm_axes("group", grouped.ndim), eps)
+    x_hat = x_hat.reshape(x.shape)                                       # (N, C, *)
+    out = x_hat if gamma is None else x_hat * _as_channel(gamma, x.ndim)
+    out = out if beta is None else out + _as_channel(beta, x.ndim)
+    cache.update(gamma=gamma, shape=x.shape)
+    return out, cache
+
+
+def groupnorm_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, ...]:
+    """``(dx, dgamma, dbeta)`` of :func:`groupnorm_forward` (``dgamma``/``dbeta`` (C,);
+    ``dgamma`` is ``None`` where the forward had no gamma)."""
+    gamma, shape = cache["gamma"], cache["shape"]
+    axes = _reduce_axes(dout)
+    x_hat = cache["x_hat"].reshape(shape)
+    dx_hat = dout if gamma is None else dout * _as_channel(gamma, dout.ndim)
+    dgamma = None if gamma is None else (dout * x_hat).sum(axis=axes)
+    dx = normalize_backward(dx_hat.reshape(cache["x_hat"].shape), cache).reshape(shape)
+    return dx, dgamma, dout.sum(axis=axes)

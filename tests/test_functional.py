@@ -13,6 +13,13 @@ from bncourse.functional import (
     batchnorm_backward,
     batchnorm_backward_compact,
     batchnorm_forward,
+    groupnorm_backward,
+    groupnorm_forward,
+    layernorm_backward,
+    layernorm_forward,
+    norm_axes,
+    normalize,
+    normalize_backward,
     update_running_average,
 )
 from bncourse.gradcheck import numerical_gradient, rel_error
@@ -222,3 +229,107 @@ def test_update_running_average_is_torchs_rule_in_place():
     out = update_running_average(running, np.array([3.0, 4.0]), 0.25)
     assert out is running
     np.testing.assert_allclose(running, [0.75 * 1.0 + 0.25 * 3.0, 0.75 * -2.0 + 0.25 * 4.0])
+
+
+
+# --- the normalization family: layer, group and instance norm against PyTorch ---------------
+
+
+def torch_grads(fn, x, params, dout):
+    """Output and gradients of ``fn(x, *params)`` by torch autograd, float64, as numpy."""
+    tensors = [torch.tensor(a, requires_grad=True) for a in (x, *params)]
+    out = fn(*tensors)
+    out.backward(torch.from_numpy(dout))
+    return out.detach().numpy(), [t.grad.numpy() for t in tensors]
+
+
+@pytest.mark.parametrize(("shape", "normalized_ndim"),
+                         [(s, k) for s in SHAPES for k in (1, 2) if k < len(s)])
+def test_layernorm_forward_and_backward_equal_torch(shape, normalized_ndim):
+    rng = np.random.default_rng(1)
+    x, _, _, dout = make_case(shape)
+    param_shape = shape[len(shape) - normalized_ndim:]
+    gamma, beta = rng.normal(1, 0.5, param_shape), rng.normal(0, 1, param_shape)
+    out, cache = layernorm_forward(x, gamma, beta, normalized_ndim)
+    want, grads = torch_grads(lambda t, g, b: F.layer_norm(t, param_shape, g, b), x,
+                              (gamma, beta), dout)
+    np.testing.assert_allclose(out, want, atol=FLOAT64_ATOL)
+    for got, expected in zip(layernorm_backward(dout, cache), grads, strict=True):
+        np.testing.assert_allclose(got, expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("groups", ["one", "all"])
+def test_groupnorm_forward_and_backward_equal_torch(shape, groups):
+    x, gamma, beta, dout = make_case((shape[0], 6, *shape[2:]))
+    num_groups = {"one": 1, "all": 6}[groups]
+    out, cache = groupnorm_forward(x, gamma, beta, num_groups)
+    want, grads = torch_grads(lambda t, g, b: F.group_norm(t, num_groups, g, b), x,
+                              (gamma, beta), dout)
+    np.testing.assert_allclose(out, want, atol=FLOAT64_ATOL)
+    for got, expected in zip(groupnorm_backward(dout, cache), grads, strict=True):
+        np.testing.assert_allclose(got, expected, atol=1e-10)
+
+
+def test_groupnorm_with_one_group_per_channel_is_instance_norm():
+    x, gamma, beta, _ = make_case((4, 3, 9))
+    out, _ = groupnorm_forward(x, gamma, beta, num_groups=3)
+    want = F.instance_norm(torch.from_numpy(x), weight=torch.from_numpy(gamma),
+                           bias=torch.from_numpy(beta)).numpy()
+    np.testing.assert_allclose(out, want, atol=FLOAT64_ATOL)
+
+
+@pytest.mark.parametrize(("kind", "torch_fn"), [
+    ("batch", lambda t: F.batch_norm(t, None, None, training=True)),
+    ("layer", lambda t: F.layer_norm(t, t.shape[1:])),
+    ("instance", lambda t: F.instance_norm(t)),
+])
+def test_one_standardization_over_different_axes_is_each_norm(kind, torch_fn):
+    x, *_ = make_case((5, 4, 6))
+    x_hat, _ = normalize(x, norm_axes(kind, x.ndim))
+    np.testing.assert_allclose(x_hat, torch_fn(torch.from_numpy(x)).numpy(), atol=FLOAT64_ATOL)
+
+
+def test_group_axes_normalize_the_grouped_view():
+    x, *_ = make_case((5, 4, 6))
+    grouped = x.reshape(5, 2, 2, 6)
+    x_hat, _ = normalize(grouped, norm_axes("group", grouped.ndim))
+    want = F.group_norm(torch.from_numpy(x), 2).numpy()
+    np.testing.assert_allclose(x_hat.reshape(x.shape), want, atol=FLOAT64_ATOL)
+
+
+@given(n=st.integers(1, 4), c=st.integers(1, 4), length=st.integers(2, 6),
+       seed=st.integers(0, 2**16))
+def test_normalize_backward_matches_numerical_gradients(n, c, length, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(1.0, 2.0, (n, c, length))
+    dx_hat = rng.normal(size=x.shape)
+    axes = (1, 2)
+    _, cache = normalize(x, axes)
+    numeric = numerical_gradient(lambda v: normalize(v, axes)[0], x.copy(), dx_hat)
+    np.testing.assert_allclose(normalize_backward(dx_hat, cache), numeric, rtol=1e-5,
+                               atol=NUMERICAL_GRAD_ATOL)
+
+
+def test_layernorm_without_affine_returns_no_gamma_gradient():
+    x, _, _, dout = make_case((4, 5))
+    out, cache = layernorm_forward(x, None, None)
+    dx, dgamma, dbeta = layernorm_backward(dout, cache)
+    assert dgamma is None and dbeta.shape == (5,) and dx.shape == x.shape
+
+
+@pytest.mark.parametrize(("call", "error", "phrase"), [
+    (lambda x: groupnorm_forward(x, None, None, num_groups=4), ValueError,
+     "expected num_groups >= 1 dividing the 6 channels (got 4)"),
+    (lambda x: groupnorm_forward(x, np.ones(5), None, num_groups=2), ValueError,
+     "expected gamma of shape (6,) (got (5,))"),
+    (lambda x: layernorm_forward(x, np.ones(3), None), ValueError,
+     "expected gamma of shape (7,) (got (3,))"),
+    (lambda x: layernorm_forward(x, None, None, normalized_ndim=4), ValueError,
+     "expected 1 <= normalized_ndim <= x.ndim = 3 (got 4)"),
+    (lambda x: norm_axes("weight", 3), ValueError, "expected kind to be one of"),
+    (lambda x: layernorm_forward(x.astype(int), None, None), TypeError, "floating dtype"),
+])
+def test_bad_normalization_arguments_raise_clear_errors(call, error, phrase):
+    with pytest.raises(error, match=re.escape(phrase)):
+        call(make_case((2, 6, 7))[0])

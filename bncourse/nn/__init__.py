@@ -1,7 +1,8 @@
 """Batch normalization as PyTorch modules, written from scratch, and the variants the course needs.
 
 One file per variant, each overriding only what differs from :class:`_BatchNormBase`
-(in :mod:`bncourse.nn.batchnorm`).
+(in :mod:`bncourse.nn.batchnorm`); and beyond BN, normalizations without batch statistics:
+:class:`RMSNorm` and weight standardization.
 """
 
 from bncourse.nn.batchnorm import BatchNorm, batch_norm_train
@@ -11,7 +12,14 @@ from bncourse.nn.noisy import NoisyBatchNorm
 from bncourse.nn.population import PopulationStatistics
 from bncourse.nn.precise import precise_bn
 from bncourse.nn.renorm import BatchRenorm
+from bncourse.nn.rmsnorm import RMSNorm
 from bncourse.nn.sync import SyncBatchNorm
+from bncourse.nn.weight_standardization import (
+    StandardizedWeight,
+    WSConv1d,
+    WSConv2d,
+    weight_standardization,
+)
 
 __all__ = [
     "BatchNorm",
@@ -19,9 +27,14 @@ __all__ = [
     "GhostBatchNorm",
     "NoisyBatchNorm",
     "PopulationStatistics",
+    "RMSNorm",
+    "StandardizedWeight",
     "SyncBatchNorm",
+    "WSConv1d",
+    "WSConv2d",
     "batch_norm_train",
     "fold_batchnorm",
     "is_batchnorm",
     "precise_bn",
+    "weight_standardization",
 ]

@@ -2,10 +2,11 @@
 
 One file per variant, each overriding only what differs from :class:`_BatchNormBase`
 (in :mod:`bncourse.nn.batchnorm`); and beyond BN, normalizations without batch statistics:
-:class:`RMSNorm` and weight standardization.
+:class:`RMSNorm`, :class:`DyT` and weight standardization.
 """
 
 from bncourse.nn.batchnorm import BatchNorm, batch_norm_train
+from bncourse.nn.dyt import DyT
 from bncourse.nn.fold import fold_batchnorm, is_batchnorm
 from bncourse.nn.ghost import GhostBatchNorm
 from bncourse.nn.noisy import NoisyBatchNorm
@@ -24,6 +25,7 @@ from bncourse.nn.weight_standardization import (
 __all__ = [
     "BatchNorm",
     "BatchRenorm",
+    "DyT",
     "GhostBatchNorm",
     "NoisyBatchNorm",
     "PopulationStatistics",

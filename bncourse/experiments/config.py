@@ -22,10 +22,11 @@ __all__ = [
 JOB_VERSION = 1
 
 TASKS = ("train", "grad_flow", "batch_stats", "flops")
-DATASETS = ("full", "small500")
+DATASETS = ("full", "small500", "seqvar")
 SCHEDULES = ("constant", "cosine")
-MODELS = ("mlp", "cnn")
-NORMS = ("none", "batch", "scratch", "noisy", "population", "group", "layer")  # and "ghost:G"
+MODELS = ("mlp", "cnn", "transformer", "resmlp")
+NORMS = ("none", "batch", "scratch", "noisy", "population", "group", "layer",  # and "ghost:G"
+         "rms", "dyt", "skipinit", "ws_group")
 MEASURES = ("grad_noise", "bn_output", "jitter")
 
 
@@ -38,15 +39,23 @@ class Arm:
             ``"grad_flow"`` (per-layer gradient norms at initialization), ``"batch_stats"``
             (error of batch statistics against batch size), ``"flops"`` (exact FLOP counts).
         data: ``"full"`` (3200 training / 800 validation examples carved from MNIST-1D's 4000
-            training examples) or ``"small500"`` (the first 500 of those 3200 for training, the
-            same validation split). The 1000 test examples are used only for the final numbers.
-        model: ``"mlp"`` or ``"cnn"`` (:func:`bncourse.models.mlp`,
-            :func:`~bncourse.models.cnn1d`).
-        hidden: widths of the hidden layers (MLP) or channels of the convolutions (CNN).
+            training examples), ``"small500"`` (the first 500 of those 3200 for training, the
+            same validation split) or ``"seqvar"`` (the ``"full"`` split as variable-length
+            padded sequences, :mod:`bncourse.transformer`). The 1000 test examples are used
+            only for the final numbers.
+        model: ``"mlp"``, ``"cnn"`` (:func:`bncourse.models.mlp`,
+            :func:`~bncourse.models.cnn1d`), ``"transformer"``
+            (:class:`bncourse.transformer.TinyTransformer`, ``data="seqvar"``) or ``"resmlp"``
+            (:func:`bncourse.resmlp.residual_mlp`).
+        hidden: widths of the hidden layers (MLP), channels of the convolutions (CNN), the
+            token width once per block (transformer), the width once per residual block
+            (resmlp).
         norm: ``"none"``, ``"batch"`` (:class:`bncourse.nn.BatchNorm`), ``"noisy"``
             (:class:`~bncourse.nn.NoisyBatchNorm`), ``"ghost:G"`` (ghost batches of G),
             ``"population"`` (BN whose training statistics also cover the whole training set:
-            about ten times less batch noise), ``"group"``, ``"layer"``.
+            about ten times less batch noise), ``"group"``, ``"layer"``; for the transformer
+            ``"batch"``, ``"layer"``, ``"rms"``, ``"dyt"`` or ``"none"``; for the residual MLP
+            ``"batch"``, ``"none"``, ``"skipinit"`` or ``"ws_group"``.
         activation, init, init_std, norm_position, dropout, bias: as in :func:`bncourse.models.mlp`.
         gamma_init: BN's initial scale. gamma_trainable: whether the optimizer updates it.
         batch_size, epochs, momentum, weight_decay, schedule: as in :func:`bncourse.train.train`.

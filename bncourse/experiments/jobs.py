@@ -28,7 +28,9 @@ from bncourse.nn import (
     is_batchnorm,
 )
 from bncourse.probes import gradient_variance
+from bncourse.resmlp import residual_mlp
 from bncourse.train import evaluate, set_seed, train
+from bncourse.transformer import TinyTransformer, pad_to_lengths, variable_lengths
 
 __all__ = ["run_job", "splits", "build_model", "CHANCE", "VAL_SIZE", "GRAD_NOISE_EPOCHS"]
 
@@ -42,6 +44,7 @@ JITTER_EPOCHS = 5       # jitter is recorded over the first epochs, where distri
 NOISE_BATCHES, NOISE_BATCH_SIZE = 8, 64
 BATCH_STAT_SIZES = (2, 4, 8, 16, 32, 64, 128)
 BATCH_STAT_DRAWS = 200
+SEQ_SEEDS = (11, 12, 13)   # lengths of the "seqvar" training, test and short-test sequences
 
 
 def splits(name: str) -> dict[str, Tensor]:
@@ -49,15 +52,25 @@ def splits(name: str) -> dict[str, Tensor]:
     ``x_test, y_test`` (final numbers only).
 
     ``"full"``: the first 3200 of MNIST-1D's 4000 training examples, validation the last 800;
-    ``"small500"``: the first 500 of those 3200, the same validation split.
+    ``"small500"``: the first 500 of those 3200, the same validation split; ``"seqvar"``: the
+    ``"full"`` split with every signal cut to a random length of 16-40 and zero-padded
+    (:func:`bncourse.transformer.pad_to_lengths`), plus ``x_test_short``: the test signals
+    cut to 6-15, shorter than any seen in training (a shift in the padding's share).
     """
     d = load_mnist1d()
     n_fit = d.x_train.shape[0] - VAL_SIZE
-    n_train = {"full": n_fit, "small500": SMALL_TRAIN}[name]
+    n_train = {"full": n_fit, "small500": SMALL_TRAIN, "seqvar": n_fit}[name]
+    x_train, x_test = d.x_train, d.x_test
+    extra = {}
+    if name == "seqvar":
+        x_train = pad_to_lengths(d.x_train, variable_lengths(d.x_train.shape[0], SEQ_SEEDS[0]))
+        x_test = pad_to_lengths(d.x_test, variable_lengths(d.x_test.shape[0], SEQ_SEEDS[1]))
+        short = variable_lengths(d.x_test.shape[0], SEQ_SEEDS[2], low=6, high=15)
+        extra = {"x_test_short": pad_to_lengths(d.x_test, short), "y_test_short": d.y_test}
     return {
-        "x_train": d.x_train[:n_train], "y_train": d.y_train[:n_train],
-        "x_val": d.x_train[n_fit:], "y_val": d.y_train[n_fit:],
-        "x_test": d.x_test, "y_test": d.y_test,
+        "x_train": x_train[:n_train], "y_train": d.y_train[:n_train],
+        "x_val": x_train[n_fit:], "y_val": d.y_train[n_fit:],
+        "x_test": x_test, "y_test": d.y_test, **extra,
     }
 
 
@@ -86,6 +99,15 @@ def build_model(arm: Arm, reference: Tensor | None = None) -> nn.Module:
     ``reference`` is the training input that ``norm="population"`` normalizes along with every
     batch (:class:`bncourse.nn.PopulationStatistics`).
     """
+    if arm.model == "transformer":
+        if arm.data != "seqvar" or len(set(arm.hidden)) != 1:
+            raise ValueError(f"expected data='seqvar' and one token width for the transformer "
+                             f"(got data={arm.data!r}, hidden={arm.hidden})")
+        return TinyTransformer(arm.hidden[0], len(arm.hidden), norm=arm.norm)
+    if arm.model == "resmlp":
+        if len(set(arm.hidden)) != 1:
+            raise ValueError(f"expected one width for the residual MLP (got {arm.hidden})")
+        return residual_mlp(len(arm.hidden), arm.hidden[0], variant=arm.norm)
     common = dict(norm=_norm_factory(arm), activation=arm.activation, init=arm.init,
                   init_std=arm.init_std, bias=arm.bias, norm_position=arm.norm_position)
     if arm.model == "mlp":
@@ -205,7 +227,9 @@ def _bn_output(model: nn.Module, x: Tensor) -> dict:
 
 def _final(model: nn.Module, data: dict[str, Tensor], diverged: bool) -> dict:
     out = {}
-    for split in ("train", "val", "test"):
+    for split in ("train", "val", "test", "test_short"):
+        if f"x_{split}" not in data:
+            continue
         if diverged:
             out[f"{split}_acc"], out[f"{split}_loss"] = CHANCE, None
         else:

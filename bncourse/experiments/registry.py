@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from bncourse.experiments.config import Arm, Experiment
 
-__all__ = ["registry", "MLP", "CNN"]
+__all__ = ["registry", "MLP", "CNN", "TRANSFORMER", "RESMLP"]
 
 #: The base MLP (40-100-100-10, ReLU) and 1-D CNN (three stride-2 convolutions of 32 channels);
 #: both measure the gradient noise and BN's standardization on the way (cheap, and it lets
@@ -21,6 +21,12 @@ __all__ = ["registry", "MLP", "CNN"]
 MLP = Arm(model="mlp", hidden=(100, 100), measure=("grad_noise", "bn_output"))
 CNN = Arm(model="cnn", hidden=(32, 32, 32), epochs=30, measure=("grad_noise", "bn_output"))
 _WIDE_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+#: Notebook 08: a tiny pre-norm transformer (2 blocks of width 32) on padded variable-length
+#: sequences, and a residual MLP of 16 blocks of width 64.
+TRANSFORMER = Arm(model="transformer", data="seqvar", hidden=(32, 32), epochs=16,
+                  lr_grid=(0.01, 0.03, 0.1, 0.3))
+RESMLP = Arm(model="resmlp", hidden=(64,) * 16, epochs=40,
+             lr_grid=(0.003, 0.01, 0.03, 0.1, 0.3))
 #: Badly scaled initializations can need small rates: the grid reaches down to 0.001.
 _INIT_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
@@ -150,6 +156,29 @@ def _experiments() -> list[Experiment]:
             ),
             tuning_seeds=(100,),
             notes="10 epochs at both batch sizes (equal samples); one tuning seed per rate.",
+        ),
+        Experiment(
+            "seq_norms", "tiny transformer on padded sequences: BN, LN, RMSNorm, DyT",
+            tuple((n, TRANSFORMER.replace(norm=n)) for n in ("batch", "layer", "rms", "dyt")),
+            notes="Notebook 08. MNIST-1D signals cut to 16-40 values and zero-padded to 40; "
+                  "test_short_acc re-cuts the test signals to 6-15 values, more padding than "
+                  "any training batch had. BN is nn.BatchNorm1d over the token features, as "
+                  "dropped into a transformer: its statistics include the padded positions.",
+        ),
+        Experiment(
+            "no_norm", "deep residual MLP without normalization: BN, none, SkipInit",
+            tuple((n, RESMLP.replace(norm=n)) for n in ("batch", "none", "skipinit")),
+            notes="Notebook 08. 16 residual blocks; no norm with PyTorch's default "
+                  "initialization, and SkipInit (a learned branch scale starting at 0).",
+        ),
+        Experiment(
+            "no_norm_batch2", "residual MLP at batch 2: BN against weight standardization + GN",
+            tuple((n, RESMLP.replace(norm=v, batch_size=2, epochs=4,
+                                     lr_grid=(0.001, 0.003, 0.01, 0.03)))
+                  for n, v in (("batch_b2", "batch"), ("ws_group_b2", "ws_group"))),
+            tuning_seeds=(100,), converge=False,
+            notes="Notebook 08. An equal, short budget (4 epochs = 6400 steps of 2); one "
+                  "tuning seed per rate, as the other batch-2 sweeps.",
         ),
         Experiment(
             "batch_stats", "error of the batch statistics against batch size",

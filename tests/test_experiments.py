@@ -649,3 +649,47 @@ def test_cli_check_passes_only_when_every_stored_hash_is_fresh(tmp_path, monkeyp
     write_json(tmp_path / f"{stale}.json", {"name": stale, "config_hash": "0" * 16})
     assert main(["check"]) == 1
     assert f"{stale}: stale" in capsys.readouterr().out
+
+
+# --- notebook 08's data and models ------------------------------------------------------------
+
+
+def test_seqvar_split_pads_each_signal_to_its_length_and_adds_a_shorter_test(mnist1d):
+    from bncourse.experiments.jobs import splits
+
+    data = splits("seqvar")
+    full = splits("full")
+    assert data["x_train"].shape == (3200, 2, 40) and data["x_val"].shape == (800, 2, 40)
+    lengths = data["x_train"][:, 1].sum(1)
+    assert lengths.min() >= 16 and lengths.max() <= 40
+    short = data["x_test_short"][:, 1].sum(1)
+    assert short.min() >= 6 and short.max() <= 15
+    first = int(lengths[0])                                   # the real part is the signal
+    torch.testing.assert_close(data["x_train"][0, 0, :first], full["x_train"][0, :first])
+    assert (data["x_train"][0, 0, first:] == 0).all()
+    assert torch.equal(data["y_train"], full["y_train"])
+
+
+@pytest.mark.parametrize(("arm", "kind"), [
+    (Arm(model="transformer", data="seqvar", hidden=(16, 16), norm="rms"), "TinyTransformer"),
+    (Arm(model="resmlp", hidden=(8,) * 3, norm="skipinit"), "Sequential"),
+])
+def test_build_model_makes_notebook_08s_models(arm, kind):
+    from bncourse.experiments.jobs import build_model
+
+    model = build_model(arm)
+    assert type(model).__name__ == kind
+    x = torch.zeros(2, 2, 40) if arm.model == "transformer" else torch.zeros(2, 40)
+    assert model(x).shape == (2, 10)
+
+
+@pytest.mark.parametrize("arm", [
+    Arm(model="transformer", data="full", hidden=(16, 16), norm="layer"),
+    Arm(model="transformer", data="seqvar", hidden=(16, 8), norm="layer"),
+    Arm(model="resmlp", hidden=(8, 4), norm="batch"),
+])
+def test_build_model_rejects_inconsistent_arms_for_notebook_08s_models(arm):
+    from bncourse.experiments.jobs import build_model
+
+    with pytest.raises(ValueError, match="expected"):
+        build_model(arm)

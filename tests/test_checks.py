@@ -1354,3 +1354,38 @@ def test_compact_backward_reusing_a_wrong_dgamma_blames_dgamma_for_dx_too(dgamma
         assert "`dx` reuses your `dgamma`" in str(err)
     else:   # dgamma = sum(dout) is not catalogued: no term of dx is blamed for it
         assert "dx_no_var_term" not in err.mistakes and "var_term" not in str(err.mistakes)
+
+
+# --- every checker: its solution passes, a stub is told it is not implemented ------------------
+
+CHECKERS = sorted(name for name in checks.__all__
+                  if name.startswith("check_") and name != "check_function")
+BORROWED_IS_REJECTED = {"check_batchnorm_module"}   # its solution is the course's BatchNorm
+
+
+@pytest.mark.parametrize("name", CHECKERS)
+def test_every_checker_passes_its_own_solution_unless_it_is_a_borrowed_library_class(name,
+                                                                                     capsys):
+    checker = getattr(checks, name)
+    assert callable(checker.solution)
+    if name in BORROWED_IS_REJECTED:         # skipping is allowed; passing with it is not
+        with pytest.raises(ExerciseError, match="library"):
+            checker(checker.solution)
+        return
+    checker(checker.solution)
+    assert capsys.readouterr().out.strip()
+
+
+@pytest.mark.parametrize("name", CHECKERS)
+def test_every_checker_says_a_stub_is_not_implemented_yet(name):
+    checker = getattr(checks, name)
+    if isinstance(checker.solution, type):
+        class Stub(torch.nn.Module):
+            def __init__(self, *args, **kwargs):
+                raise NotImplementedError
+        stub = Stub
+    else:
+        def stub(*args, **kwargs):
+            raise NotImplementedError
+    with pytest.raises(ExerciseError, match="not implemented yet"):
+        checker(stub)

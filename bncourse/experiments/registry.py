@@ -174,7 +174,7 @@ def _experiments() -> list[Experiment]:
         Experiment(
             "no_norm_batch2", "residual MLP at batch 2: BN against weight standardization + GN",
             tuple((n, RESMLP.replace(norm=v, batch_size=2, epochs=4,
-                                     lr_grid=(0.001, 0.003, 0.01, 0.03)))
+                                     lr_grid=(0.0003, 0.001, 0.003, 0.01, 0.03)))
                   for n, v in (("batch_b2", "batch"), ("ws_group_b2", "ws_group"))),
             tuning_seeds=(100,), converge=False,
             notes="Notebook 08. An equal, short budget (4 epochs = 6400 steps of 2); one "

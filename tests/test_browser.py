@@ -125,8 +125,7 @@ def _dirty(driver) -> bool:
 def capstone_in_lab(browser):
     """Notebook 07 opened in JupyterLab: ``(dirty right after opening, driver)``; then run."""
     url, driver = browser
-    name = NOTEBOOKS[-1].name
-    assert name.startswith("07_")
+    name = next(p.name for p in NOTEBOOKS if p.name.startswith("07_"))
     _open_in_lab(driver, url, name)
     time.sleep(2)
     dirty_on_open = _dirty(driver)

@@ -37,7 +37,10 @@ And of the later notebooks, one module per concept:
 * 06: :func:`check_fold_linear_bn`, :func:`check_fold_conv1d_bn` (folding),
   :func:`check_bn_bytes` (the bytes-moved cost model);
 * 07: :func:`check_paired_interval`, :func:`check_classify_setting` (the verdict rule for one
-  setting), :func:`check_seeds_needed` (designing a decisive experiment).
+  setting), :func:`check_seeds_needed` (designing a decisive experiment);
+* 08: :func:`check_layernorm_backward` (layer norm's backward pass),
+  :func:`check_groupnorm_forward` (group norm of a conv input), :func:`check_rms_norm`
+  (RMSNorm).
 
 A checker for another exercise is a reference, a few :class:`Case` s and, optionally, a few
 :class:`Mistake` s and :class:`Hint` s handed to :func:`check_function` (all in
@@ -79,7 +82,9 @@ from bncourse.checks.engine import (
 from bncourse.checks.folding import check_fold_linear_bn
 from bncourse.checks.forward import check_forward
 from bncourse.checks.ghost import check_ghost_batchnorm
+from bncourse.checks.groupnorm import check_groupnorm_forward
 from bncourse.checks.ics import check_ics_measure
+from bncourse.checks.layernorm import check_layernorm_backward
 from bncourse.checks.memory_traffic import check_bn_bytes
 from bncourse.checks.module import check_batchnorm_module
 from bncourse.checks.noise import check_bn_output_std
@@ -88,6 +93,7 @@ from bncourse.checks.percentiles import check_percentile_hook
 from bncourse.checks.power import check_seeds_needed
 from bncourse.checks.precise import check_precise_statistics
 from bncourse.checks.renorm import check_renorm_rd
+from bncourse.checks.rmsnorm import check_rms_norm
 from bncourse.checks.running import check_running_update
 from bncourse.checks.scale_invariance import check_direction_step
 from bncourse.checks.sync import check_sync_statistics
@@ -116,12 +122,15 @@ __all__ = [
     "check_forward",
     "check_function",
     "check_ghost_batchnorm",
+    "check_groupnorm_forward",
     "check_ics_measure",
+    "check_layernorm_backward",
     "check_noisy_bn_forward",
     "check_paired_interval",
     "check_percentile_hook",
     "check_precise_statistics",
     "check_renorm_rd",
+    "check_rms_norm",
     "check_running_update",
     "check_seeds_needed",
     "check_sync_statistics",

@@ -259,6 +259,25 @@ def _reduces_computation(load: Loader) -> dict:
     return out
 
 
+def _ln_for_sequences(load: Loader) -> dict:
+    r = load("seq_norms")
+    return {"test sequences of 16-40 values, as in training": _diff(r, "layer", "batch"),
+            "test sequences cut to 6-15 values": _diff(r, "layer", "batch", "test_short_acc")}
+
+
+def _no_norm_deep(load: Loader) -> dict:
+    return {"16 residual blocks, batch 64": _diff(load("no_norm"), "batch", "none")}
+
+
+def _skipinit(load: Loader) -> dict:
+    return {"16 residual blocks, batch 64": _diff(load("no_norm"), "skipinit", "batch")}
+
+
+def _ws_gn_small_batch(load: Loader) -> dict:
+    return {"16 residual blocks, batch 2": _diff(load("no_norm_batch2"), "ws_group_b2",
+                                                  "batch_b2")}
+
+
 @dataclass(frozen=True)
 class Claim:
     """A claim, the effect that tests it, and how to read the effect.
@@ -367,6 +386,20 @@ _CLAIMS = (
     Claim("final_accuracy", "BN reaches a better final accuracy, not only a faster one", (2,),
           ("mlp_bn", "cnn_bn", "ics"), "greater", ACC_MARGIN,
           "test accuracy at convergence, BN - no BN", _final_accuracy),
+    Claim("ln_for_sequences", "Transformers use LayerNorm because BN fails on sequences", (8,),
+          ("seq_norms",), "greater", ACC_MARGIN,
+          "test accuracy of a tiny transformer on padded sequences, LayerNorm - BN",
+          _ln_for_sequences),
+    Claim("no_norm_deep", "A deep residual network trains worse without normalization", (8,),
+          ("no_norm",), "greater", ACC_MARGIN,
+          "test accuracy, BN - no normalization (PyTorch's default initialization)",
+          _no_norm_deep),
+    Claim("skipinit", "Residual branches that start at zero (SkipInit) train a deep residual "
+          "network as well as BN, without normalization", (8,), ("no_norm",), "equivalent",
+          ACC_MARGIN, "test accuracy, SkipInit - BN", _skipinit),
+    Claim("ws_gn_small_batch", "Weight standardization with GroupNorm beats BN at batch 2",
+          (8,), ("no_norm_batch2",), "greater", ACC_MARGIN,
+          "test accuracy at an equal budget, WS + GroupNorm - BN", _ws_gn_small_batch),
 )
 
 

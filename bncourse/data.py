@@ -30,6 +30,7 @@ from bncourse._validation import check_int
 
 __all__ = [
     "MNIST1D", "load_mnist1d", "batches", "check_batch_args", "default_cache_dir", "BATCH_ORDERS",
+    "SHIFTS", "shifted_test_set",
 ]
 
 #: Bump when the cached arrays change meaning (names, dtypes, preprocessing).
@@ -79,28 +80,71 @@ def _cache_file(cache_dir: Path, seed: int) -> Path:
     return cache_dir / f"mnist1d_v{_FORMAT_VERSION}_seed{seed}.npz"
 
 
-def _generate(seed: int) -> dict[str, np.ndarray]:
-    """Runs the mnist1d generator (default arguments but ``seed``) without disturbing the
-    caller's global RNG streams."""
+def _make_dataset(**overrides) -> dict:
+    """The mnist1d generator with its default arguments but ``overrides``, run without
+    disturbing the caller's global RNG streams."""
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()  # 5000 samples, train_split 0.8
-    args.seed = seed
-
+    for key, value in overrides.items():
+        if not hasattr(args, key):
+            raise ValueError(f"expected an argument of the mnist1d generator (got {key!r})")
+        setattr(args, key, value)
     # make_dataset reseeds the global `random` and `np.random` states (mnist1d.utils.set_seed);
     # restore both so loading data never changes a learner's random numbers
     py_state, np_state = random.getstate(), np.random.get_state()  # noqa: NPY002
     try:
-        raw = make_dataset(args)
+        return make_dataset(args)
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)  # noqa: NPY002
+
+
+def _generate(seed: int) -> dict[str, np.ndarray]:
+    """The course's data set: the generator's defaults but ``seed``."""
+    raw = _make_dataset(seed=seed)
     return {
         "x_train": np.ascontiguousarray(raw["x"], dtype=np.float32),
         "y_train": np.ascontiguousarray(raw["y"], dtype=np.int64),
         "x_test": np.ascontiguousarray(raw["x_test"], dtype=np.float32),
         "y_test": np.ascontiguousarray(raw["y_test"], dtype=np.int64),
     }
+
+
+SHIFTS = ("noise", "translation", "gain")
+SHIFT_SEED = 7   # a generator seed other than the course's: fresh examples, never trained on
+
+
+def shifted_test_set(shift: str, strength: float, n: int = 1000) -> tuple[Tensor, Tensor]:
+    """``n`` fresh MNIST-1D examples ``(x (n, 40), y (n,))`` from a shifted distribution, for
+    notebook 09. ``strength`` 0 is the training distribution (new draws); larger is further:
+
+    * ``"noise"``: i.i.d. Gaussian noise of standard deviation ``strength`` added to the
+      standardized signals (a noisier sensor);
+    * ``"translation"``: its largest random shift of the pattern, ``1 + strength`` times;
+    * ``"gain"``: the standardized signals scaled by ``1 + strength`` and offset by
+      ``strength`` (a sensor's gain and bias drift).
+
+    Deterministic (its own generator seed); the global RNG states are left as they were.
+    """
+    if shift not in SHIFTS:
+        raise ValueError(f"expected shift to be one of {SHIFTS} (got {shift!r})")
+    if not strength >= 0:
+        raise ValueError(f"expected strength >= 0 (got {strength})")
+    from mnist1d.data import get_dataset_args
+
+    base = get_dataset_args()
+    overrides = {"num_samples": n, "train_split": 1.0, "seed": SHIFT_SEED}
+    if shift == "translation":
+        overrides.update(max_translation=int(round(base.max_translation * (1 + strength))))
+    raw = _make_dataset(**overrides)
+    x = torch.tensor(np.asarray(raw["x"], dtype=np.float32))
+    if shift == "gain":
+        x = x * (1 + strength) + strength
+    elif shift == "noise":
+        g = torch.Generator().manual_seed(SHIFT_SEED)
+        x = x + strength * torch.randn(x.shape, generator=g)
+    return x, torch.tensor(np.asarray(raw["y"], dtype=np.int64))
 
 
 def _read_cache(path: Path) -> dict[str, np.ndarray] | None:

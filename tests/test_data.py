@@ -293,3 +293,56 @@ def test_a_batch_size_that_is_not_an_int_raises_type_error():
 def test_length_mismatch_raises():
     with pytest.raises(ValueError, match=r"expected x of shape \(N, \*\) and y of shape \(N,\)"):
         batches(torch.zeros(10, 2), torch.zeros(9, dtype=torch.long), 2)
+
+
+# --- shifted test sets (notebook 09) ---------------------------------------------------------
+
+
+def test_shifted_test_sets_are_deterministic_and_leave_the_global_rng_alone():
+    import random
+
+    from bncourse.data import shifted_test_set
+
+    state = (random.getstate(), np.random.get_state()[1].copy())  # noqa: NPY002
+    x1, y1 = shifted_test_set("noise", 0.5, n=200)
+    x2, y2 = shifted_test_set("noise", 0.5, n=200)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2) and x1.shape == (200, 40)
+    assert random.getstate() == state[0]
+    assert np.array_equal(np.random.get_state()[1], state[1])  # noqa: NPY002
+
+
+def test_a_stronger_noise_shift_makes_neighbouring_values_less_alike():
+    from bncourse.data import shifted_test_set
+
+    def roughness(x):                      # mean squared step between neighbours, per variance
+        return ((x[:, 1:] - x[:, :-1]) ** 2).mean() / x.var()
+
+    clean, _ = shifted_test_set("noise", 0.0, n=300)
+    noisy, _ = shifted_test_set("noise", 2.0, n=300)
+    assert roughness(noisy) > 1.5 * roughness(clean)
+
+
+def test_the_gain_shift_scales_and_offsets_the_signals():
+    from bncourse.data import shifted_test_set
+
+    x0, y0 = shifted_test_set("gain", 0.0, n=100)
+    x1, y1 = shifted_test_set("gain", 1.0, n=100)
+    torch.testing.assert_close(x1, 2 * x0 + 1)
+    assert torch.equal(y0, y1)
+
+
+@pytest.mark.parametrize(("args", "phrase"), [(("blur", 1.0), "expected shift to be one of"),
+                                              (("noise", -1.0), "expected strength >= 0")])
+def test_bad_shift_arguments_raise(args, phrase):
+    from bncourse.data import shifted_test_set
+
+    with pytest.raises(ValueError, match=phrase):
+        shifted_test_set(*args)
+
+
+def test_the_translation_shift_moves_the_patterns():
+    from bncourse.data import shifted_test_set
+
+    x0, _ = shifted_test_set("translation", 0.0, n=200)
+    x1, _ = shifted_test_set("translation", 1.0, n=200)
+    assert (x1 - x0).abs().mean() > 0.5

@@ -8,7 +8,10 @@
 * :func:`freeze_bn`: what "freezing BN" has to do when fine-tuning: eval mode for the BN layers
   (so their running statistics stop moving: ``requires_grad_(False)`` alone does not do that)
   and no gradient for their affine parameters. :func:`bn_state` snapshots what could move, so a
-  test can check that nothing did.
+  test can check that nothing did. :class:`KeepBNFrozen` re-freezes after every ``train()``
+  (a training loop calls ``model.train()`` every epoch, which would unfreeze them).
+* :func:`tent_online`: TENT as deployed: one pass over a stream of test batches, predicting each
+  batch with the forward pass that also takes its step.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from torch import Tensor, nn
 
 from bncourse.nn import is_batchnorm, precise_bn
 
-__all__ = ["adabn", "tent_parameters", "tent_step", "prediction_entropy", "freeze_bn",
-           "bn_state"]
+__all__ = ["adabn", "tent_parameters", "tent_step", "tent_online", "prediction_entropy",
+           "freeze_bn", "KeepBNFrozen", "bn_state"]
 
 
 def _bns(model: nn.Module) -> list[nn.Module]:
@@ -77,6 +80,22 @@ def tent_step(model: nn.Module, x: Tensor, optimizer: torch.optim.Optimizer) -> 
     return loss.item()
 
 
+def tent_online(model: nn.Module, batches: Iterable[Tensor], lr: float) -> Tensor:
+    """TENT over a stream: prepares ``model`` (:func:`tent_parameters`, in place), then for each
+    (B, *) batch predicts with the forward pass whose entropy it minimizes (one Adam step at
+    ``lr``, as Wang et al. for CIFAR). Returns the predicted classes of all batches, (N,)."""
+    optimizer = torch.optim.Adam(tent_parameters(model), lr=lr)
+    predictions = []
+    for x in batches:
+        logits = model(x)                                                 # (B, classes)
+        loss = prediction_entropy(logits)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        predictions.append(logits.detach().argmax(1))
+    return torch.cat(predictions)
+
+
 def freeze_bn(model: nn.Module) -> nn.Module:
     """Freezes every BN layer of ``model`` for fine-tuning: eval mode (running statistics used
     and no longer updated) and no gradient for its weight and bias. Call it again after every
@@ -87,6 +106,24 @@ def freeze_bn(model: nn.Module) -> nn.Module:
             if p is not None:
                 p.requires_grad_(False)
     return model
+
+
+class KeepBNFrozen(nn.Module):
+    """Wraps ``model`` and freezes its BN layers (:func:`freeze_bn`) now and after every
+    ``train()``, so a training loop that calls ``model.train()`` each epoch keeps them frozen.
+    The forward is ``model``'s."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = freeze_bn(model)
+
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+    def train(self, mode: bool = True) -> KeepBNFrozen:
+        super().train(mode)
+        freeze_bn(self.model)
+        return self
 
 
 def bn_state(model: nn.Module) -> dict[str, Tensor]:

@@ -132,6 +132,7 @@ def mlp(
     bias: bool = True,
     norm_position: str = "before",
     dropout: float = 0.0,
+    dropout_position: str = "every",
 ) -> nn.Sequential:
     """A fully connected network: ``(Linear -> Norm -> Act [-> Dropout]) * len(hidden) -> head``.
 
@@ -153,6 +154,9 @@ def mlp(
             directly before BN is redundant, as BN subtracts the mean.
         norm_position: ``"before"`` the activation (Ioffe & Szegedy) or ``"after"`` it.
         dropout: if > 0, ``nn.Dropout(dropout)`` after each hidden block, as ``drop{i}``.
+        dropout_position: ``"every"`` hidden block, or only the ``"last"`` one (after the last
+            norm layer, before the head): then no dropout feeds a norm layer, which avoids BN's
+            variance shift between training and inference (Li et al. 2019).
 
     Shape:
         Input (N, in_features); output (N, num_classes) logits.
@@ -169,13 +173,14 @@ def mlp(
     _check_common(norm_position, init, init_std)
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"expected dropout in [0, 1) (got dropout={dropout})")
+    _check_choice("dropout_position", dropout_position, ("every", "last"))
 
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     width = in_features
     for i, h in enumerate(hidden):
         layers[f"linear{i}"] = nn.Linear(width, h, bias=bias)  # (N, width) -> (N, h)
         _hidden_block(layers, i, h, make_norm, make_act, norm_position)
-        if dropout > 0:
+        if dropout > 0 and (dropout_position == "every" or i == len(hidden) - 1):
             layers[f"drop{i}"] = nn.Dropout(dropout)
         width = h
     layers["head"] = nn.Linear(width, num_classes)             # (N, width) -> (N, classes)

@@ -177,6 +177,7 @@ def train(
     on_step: Callable[[int, nn.Module, float], None] | None = None,
     schedule: str = "constant",
     shard: tuple[int, int] | None = None,
+    accumulate: int = 1,
 ) -> History:
     """Trains ``model`` with cross-entropy on ``data.x_train`` and records a :class:`History`.
 
@@ -217,6 +218,12 @@ def train(
             ``None``, the whole batch. Every process must take the same number of steps, so
             with collectives in the step a non-finite loss on one process only leaves the
             others waiting.
+        accumulate: gradient accumulation: each step runs forward and backward on
+            ``accumulate`` equal micro-batches of the (process's) batch, each loss divided by
+            ``accumulate``, then takes one optimizer step: the gradient of the whole batch's
+            mean loss for a network without BN. BN layers see only a micro-batch: their
+            statistics (and running-statistics updates) are those of the micro-batches, as in
+            ghost BN. Default: 1.
 
     Returns:
         The :class:`History`. Training stops at the first non-finite loss with
@@ -234,6 +241,10 @@ def train(
 
     check_batch_args(data[0], data[1], batch_size, order)
     rank, world_size = _check_shard(shard, batch_size)
+    check_int("accumulate", accumulate, minimum=1)
+    if (batch_size // world_size) % accumulate:
+        raise ValueError(f"expected accumulate to divide the batch of {batch_size // world_size} "
+                         f"per process (got accumulate={accumulate})")
 
     device = torch.device(device)
     model.to(device)
@@ -267,14 +278,20 @@ def train(
                 if world_size > 1:                                     # this process's slice
                     x_step = x_step.chunk(world_size)[rank]            # (B / W, *)
                     y_step = y_step.chunk(world_size)[rank]
-                loss = F.cross_entropy(model(x_step), y_step)          # (B/W, classes) -> ()
-                loss_value = loss.item()
+                opt.zero_grad(set_to_none=True)
+                loss_value = 0.0
+                for x_micro, y_micro in zip(x_step.chunk(accumulate), y_step.chunk(accumulate),
+                                            strict=True):
+                    # (B/(W k), classes) -> (); the mean over the k micro-batches is the batch's
+                    loss = F.cross_entropy(model(x_micro), y_micro) / accumulate
+                    loss_value += loss.item()
+                    if not math.isfinite(loss_value):
+                        break
+                    loss.backward()
                 history.step_loss.append(loss_value)
                 if not math.isfinite(loss_value):
                     history.diverged = True
                     break
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
                 opt.step()
                 if scheduler is not None:
                     scheduler.step()

@@ -36,6 +36,7 @@ from bncourse.experiments import (
 from bncourse.experiments import config as config_module
 from bncourse.experiments import runner as runner_module
 from bncourse.experiments.__main__ import main
+from bncourse.experiments.config import arm_dict
 from bncourse.experiments.jobs import BATCH_STAT_SIZES, CHANCE
 from bncourse.experiments.results import write_json
 
@@ -127,6 +128,7 @@ ARM_CHANGES = {
     "dropout": 0.1, "bias": False, "gamma_init": 0.5, "gamma_trainable": False,
     "batch_size": 32, "epochs": 16, "momentum": 0.5, "weight_decay": 1e-4,
     "schedule": "constant", "lr_grid": (0.01, 0.03, 0.1), "measure": ("jitter",),
+    "accumulate": 2, "finetune": "frozen", "dropout_position": "last",
 }
 
 
@@ -148,11 +150,18 @@ def test_arm_changes_cover_every_field():
 
 @pytest.mark.parametrize(("field", "value"), sorted(ARM_CHANGES.items()))
 def test_config_hash_changes_with_any_arm_field(experiment, field, value):
-    name, arm = experiment.arms[0]
+    name, arm = experiment.arms[1 if field == "finetune" else 0]   # fine-tuning needs BN
     assert getattr(arm, field) != value
-    changed = dataclasses.replace(experiment, arms=((name, arm.replace(**{field: value})),
-                                                    *experiment.arms[1:]))
-    assert changed.config_hash != experiment.config_hash
+    arms = tuple((n, a.replace(**{field: value}) if n == name else a)
+                 for n, a in experiment.arms)
+    assert dataclasses.replace(experiment, arms=arms).config_hash != experiment.config_hash
+
+
+@pytest.mark.parametrize("field", sorted(config_module.LATER_FIELDS))
+def test_fields_added_later_are_hashed_only_away_from_their_default(field):
+    # stored results and cached jobs of arms without the field keep their hashes
+    assert field not in arm_dict(Arm(norm="batch"))
+    assert field in arm_dict(Arm(norm="batch", **{field: ARM_CHANGES[field]}))
 
 
 @pytest.mark.parametrize(
@@ -199,6 +208,11 @@ def test_experiment_rejects_bad_configurations(kwargs, match):
         ({"lr_grid": (0.1, 0.0)}, "positive"),
         ({"lr_grid": (-0.1,)}, "positive"),
         ({"lr_grid": (float("nan"),)}, "positive"),
+        ({"finetune": "frozen"}, "norm='batch'"),
+        ({"finetune": "thaw", "norm": "batch"}, "finetune"),
+        ({"dropout_position": "first"}, "dropout_position"),
+        ({"accumulate": 0}, "accumulate"),
+        ({"accumulate": 5}, "dividing batch_size=64"),
     ],
 )
 def test_arm_rejects_bad_configurations(kwargs, match):

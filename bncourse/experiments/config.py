@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "Arm", "Experiment", "TASKS", "DATASETS", "SCHEDULES", "JOB_VERSION", "canonical", "digest",
+    "arm_dict",
 ]
 
 #: Bump when the meaning of a job's metrics changes (new measurement, changed definition), so
@@ -27,7 +28,12 @@ SCHEDULES = ("constant", "cosine")
 MODELS = ("mlp", "cnn", "transformer", "resmlp")
 NORMS = ("none", "batch", "scratch", "noisy", "population", "group", "layer",  # and "ghost:G"
          "rms", "dyt", "skipinit", "ws_group")
-MEASURES = ("grad_noise", "bn_output", "jitter")
+MEASURES = ("grad_noise", "bn_output", "jitter", "shift", "variance_shift")
+FINETUNES = ("", "train", "no_grad", "frozen", "bn_only", "head_only")
+DROPOUT_POSITIONS = ("every", "last")
+#: Fields added after the first stored results, with their defaults: an arm at a default is
+#: hashed without the field, so existing configurations (and cached jobs) keep their hashes.
+LATER_FIELDS = {"accumulate": 1, "finetune": "", "dropout_position": "every"}
 
 
 @dataclass(frozen=True)
@@ -56,14 +62,26 @@ class Arm:
             about ten times less batch noise), ``"group"``, ``"layer"``; for the transformer
             ``"batch"``, ``"layer"``, ``"rms"``, ``"dyt"`` or ``"none"``; for the residual MLP
             ``"batch"``, ``"none"``, ``"skipinit"`` or ``"ws_group"``.
-        activation, init, init_std, norm_position, dropout, bias: as in :func:`bncourse.models.mlp`.
+        activation, init, init_std, norm_position, dropout, dropout_position, bias: as in
+            :func:`bncourse.models.mlp`.
         gamma_init: BN's initial scale. gamma_trainable: whether the optimizer updates it.
-        batch_size, epochs, momentum, weight_decay, schedule: as in :func:`bncourse.train.train`.
+        batch_size, epochs, momentum, weight_decay, schedule, accumulate: as in
+            :func:`bncourse.train.train` (``accumulate`` micro-batches per step).
+        finetune: ``""`` (train from scratch) or a way to fine-tune a network pre-trained on
+            classes 0-4 on a few examples of classes 5-9 (notebook 09): ``"train"``
+            (everything trains, BN in training mode), ``"no_grad"`` (BN's weight and bias
+            ``requires_grad_(False)``, nothing else), ``"frozen"``
+            (:func:`bncourse.adapt.freeze_bn`), ``"bn_only"`` (only BN's weight and bias and
+            the head train) or ``"head_only"`` (only the head; BN frozen).
         lr_grid: learning rates to tune over (``()`` for a measurement task).
         measure: extra measurements of a training job: ``"grad_noise"`` (noise-to-signal ratio
             of the minibatch gradient at checkpoints), ``"bn_output"`` (how exactly the trained
             BN layers standardize in train and eval mode), ``"jitter"`` (step-to-step movement of
-            the last hidden layer's output distribution on a fixed probe batch).
+            the last hidden layer's output distribution on a fixed probe batch), ``"shift"``
+            (accuracy on shifted test sets as trained, with test-batch statistics, AdaBN,
+            TENT, and in batches mixing clean and shifted examples), ``"variance_shift"``
+            (each BN's running variance over the variance of its input at inference, and the
+            accuracy after re-estimating the statistics with dropout off).
     """
 
     task: str = "train"
@@ -86,6 +104,9 @@ class Arm:
     schedule: str = "cosine"
     lr_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
     measure: tuple[str, ...] = ()
+    accumulate: int = 1
+    finetune: str = ""
+    dropout_position: str = "every"
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -105,6 +126,16 @@ class Arm:
             raise ValueError(
                 f"expected measure to name training measurements among {MEASURES} "
                 f"(got {self.measure!r} for task {self.task!r})")
+        if self.finetune not in FINETUNES or (self.finetune and self.norm != "batch"):
+            raise ValueError(f"expected finetune to be one of {FINETUNES}, with norm='batch' "
+                             f"(got {self.finetune!r} with norm={self.norm!r})")
+        if self.dropout_position not in DROPOUT_POSITIONS:
+            raise ValueError(f"expected dropout_position to be one of {DROPOUT_POSITIONS} "
+                             f"(got {self.dropout_position!r})")
+        if not (isinstance(self.accumulate, int) and self.accumulate >= 1
+                and self.batch_size % self.accumulate == 0):
+            raise ValueError(f"expected accumulate >= 1 dividing batch_size={self.batch_size} "
+                             f"(got {self.accumulate!r})")
         if self.task == "train" and len(self.lr_grid) == 0:
             raise ValueError("expected a non-empty lr_grid for a training arm (got ())")
         if any(not lr > 0 for lr in self.lr_grid):
@@ -180,7 +211,7 @@ class Experiment:
         """The configuration as JSON-ready data (what :attr:`config_hash` hashes)."""
         return {
             "name": self.name,
-            "arms": {n: dataclasses.asdict(a) for n, a in self.arms},
+            "arms": {n: arm_dict(a) for n, a in self.arms},
             "seeds": list(self.seeds),
             "tuning_seeds": list(self.tuning_seeds),
             "sweep": self.sweep,
@@ -192,6 +223,15 @@ class Experiment:
         """SHA-256 (first 16 hex digits) of the canonical configuration: equal across processes
         and machines, different whenever an arm, seed, grid or the job version changes."""
         return digest(self.to_dict())
+
+
+def arm_dict(arm: Arm) -> dict:
+    """The arm's fields as a dict, without the :data:`LATER_FIELDS` that hold their default."""
+    fields = dataclasses.asdict(arm)
+    for name, default in LATER_FIELDS.items():
+        if fields[name] == default:
+            del fields[name]
+    return fields
 
 
 def canonical(obj) -> str:

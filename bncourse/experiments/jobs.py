@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bncourse.data import MNIST1D, load_mnist1d
 from bncourse.experiments.config import Arm
+from bncourse.experiments.practice import finetune_job, shift_metrics, variance_shift_metrics
 from bncourse.models import cnn1d, mlp
 from bncourse.nn import (
     BatchNorm,
@@ -111,7 +112,8 @@ def build_model(arm: Arm, reference: Tensor | None = None) -> nn.Module:
     common = dict(norm=_norm_factory(arm), activation=arm.activation, init=arm.init,
                   init_std=arm.init_std, bias=arm.bias, norm_position=arm.norm_position)
     if arm.model == "mlp":
-        model = mlp(arm.hidden, dropout=arm.dropout, **common)
+        model = mlp(arm.hidden, dropout=arm.dropout, dropout_position=arm.dropout_position,
+                    **common)
     elif arm.model == "cnn":
         if arm.dropout:
             raise ValueError(f"expected dropout=0 for the CNN (got {arm.dropout})")
@@ -240,6 +242,8 @@ def _final(model: nn.Module, data: dict[str, Tensor], diverged: bool) -> dict:
 
 def _train_job(arm: Arm, seed: int, lr: float) -> dict:
     data = splits(arm.data)
+    if arm.finetune:
+        return finetune_job(arm, seed, lr, data, build_model)
     set_seed(seed)
     model = build_model(arm, reference=data["x_train"])
     steps_per_epoch = data["x_train"].shape[0] // arm.batch_size
@@ -259,7 +263,8 @@ def _train_job(arm: Arm, seed: int, lr: float) -> dict:
     fit = MNIST1D(data["x_train"], data["y_train"], data["x_val"], data["y_val"])
     hist = train(model, fit, epochs=arm.epochs, lr=lr, batch_size=arm.batch_size,
                  momentum=arm.momentum, weight_decay=arm.weight_decay, seed=seed,
-                 schedule=arm.schedule, on_step=on_step if hooks else None, progress=False)
+                 schedule=arm.schedule, on_step=on_step if hooks else None, progress=False,
+                 accumulate=arm.accumulate)
     metrics = {
         "lr": lr, "seed": seed, "diverged": hist.diverged, "steps": hist.steps,
         "steps_per_epoch": steps_per_epoch,
@@ -275,6 +280,11 @@ def _train_job(arm: Arm, seed: int, lr: float) -> dict:
     has_bn = any(is_batchnorm(m) for m in model.modules())
     if "bn_output" in arm.measure and has_bn and not hist.diverged:
         metrics["bn_output"] = _bn_output(model, data["x_test"][:PROBE_SIZE])
+    if "shift" in arm.measure and not hist.diverged:
+        metrics["shift"] = shift_metrics(model)
+    if "variance_shift" in arm.measure and has_bn and not hist.diverged:
+        metrics["variance_shift"] = variance_shift_metrics(
+            model, data["x_train"], data["x_test"], data["y_test"], arm.batch_size)
     return metrics
 
 

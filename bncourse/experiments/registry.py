@@ -181,6 +181,50 @@ def _experiments() -> list[Experiment]:
                   "tuning seed per rate, as the other batch-2 sweeps.",
         ),
         Experiment(
+            "shift", "distribution shift: as trained, test-batch statistics, AdaBN, TENT",
+            tuple((f"{m}_{n}", base.replace(norm=n, measure=("shift",)))
+                  for m, base in (("mlp", MLP), ("cnn", CNN)) for n in ("none", "batch")),
+            notes="Notebook 09. Each trained model is tested on fresh MNIST-1D draws with more "
+                  "noise, larger translations, or a gain and offset (three strengths each); BN "
+                  "models also with each test-time fix, in test batches of 100. TENT's rate "
+                  "(Adam, one online pass) is chosen per shifted set on 800 other shifted "
+                  "examples.",
+        ),
+        Experiment(
+            "accumulation", "gradient accumulation against a true large batch and ghost BN",
+            (("batch_b64", _bn(MLP, measure=())),
+             ("batch_accum16x4", _bn(MLP, measure=(), accumulate=16)),
+             ("ghost4_b64", MLP.replace(norm="ghost:4", measure=())),
+             ("batch_b4", _bn(MLP, measure=(), batch_size=4, lr_grid=_scaled_grid(4))),
+             ("none_b64", MLP.replace(measure=())),
+             ("none_accum16x4", MLP.replace(measure=(), accumulate=16))),
+            notes="Notebook 09. Batch 64 as 16 accumulated micro-batches of 4: the gradient of "
+                  "the batch of 64 without BN, but BN's statistics of 4 (as ghost BN of 4). "
+                  "Batch 4 without accumulation trains the same 40 epochs in 16 times the steps.",
+        ),
+        Experiment(
+            "finetune", "fine-tuning a pre-trained BN MLP on new classes with batch 10",
+            tuple((v, _bn(MLP, measure=(), finetune=v, batch_size=10, epochs=30,
+                          lr_grid=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3)))
+                  for v in ("train", "no_grad", "frozen", "bn_only", "head_only")),
+            notes="Notebook 09. Pre-trained on classes 0-4 (40 epochs, batch 64, rate 0.1), "
+                  "then a fresh head and 30 epochs on 20 examples of each of classes 5-9 in "
+                  "batches of 10; tested on classes 5-9. BN in training mode, its weight and "
+                  "bias requires_grad_(False) only, frozen (eval mode, no gradient), only BN's "
+                  "weight and bias and the head trained, only the head trained.",
+        ),
+        Experiment(
+            "dropout_bn", "dropout before BN: the variance shift",
+            (("batch", _bn(MLP, measure=("variance_shift",))),
+             ("dropout_every", _bn(MLP, dropout=0.5, measure=("variance_shift",))),
+             ("dropout_last", _bn(MLP, dropout=0.5, dropout_position="last",
+                                  measure=("variance_shift",)))),
+            notes="Notebook 09. Dropout 0.5 after every hidden block (so before the next BN), "
+                  "or only after the last one (no BN follows it). The variance shift is each "
+                  "BN's running variance over its input's variance at inference; the fix "
+                  "re-estimates the statistics with dropout off (precise BN).",
+        ),
+        Experiment(
             "batch_stats", "error of the batch statistics against batch size",
             (("mlp", MLP.replace(task="batch_stats", lr_grid=(), measure=())),),
             notes="First-layer pre-activations of an untrained MLP on the training split; "

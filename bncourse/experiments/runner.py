@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from bncourse.data import default_cache_dir
-from bncourse.experiments.config import JOB_VERSION, Arm, Experiment, digest
+from bncourse.experiments.config import JOB_VERSION, Arm, Experiment, arm_dict, digest
 from bncourse.experiments.jobs import CHANCE, run_job
 from bncourse.experiments.results import Result, write_json
 from bncourse.verdict import estimate
@@ -53,7 +53,7 @@ Job = tuple[Arm, int, "float | None"]
 def job_key(arm: Arm, seed: int, lr: float | None) -> str:
     """The cache key of a job: its arguments (the arm without its grid, which a job does not
     read), the job version and the library versions."""
-    fields = dataclasses.asdict(arm)
+    fields = arm_dict(arm)
     del fields["lr_grid"]
     return digest({"arm": fields, "seed": seed, "lr": lr,
                    "job_version": JOB_VERSION, "torch": torch.__version__,
@@ -257,7 +257,7 @@ def provenance(workers: int | None, wall_seconds: float, job_seconds: float, cac
 def _assemble(exp: Experiment, tuning: dict, done: dict, prov: dict) -> Result:
     arms = {}
     for name, arm in exp.arms:
-        entry: dict = {"config": dataclasses.asdict(arm)}
+        entry: dict = {"config": arm_dict(arm)}
         if name in tuning:
             entry["tuning"] = tuning[name]
             entry["chosen_lr"] = tuning[name]["chosen_lr"]

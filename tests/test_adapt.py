@@ -5,10 +5,12 @@ import torch
 import torch.nn.functional as F
 
 from bncourse.adapt import (
+    KeepBNFrozen,
     adabn,
     bn_state,
     freeze_bn,
     prediction_entropy,
+    tent_online,
     tent_parameters,
     tent_step,
 )
@@ -91,3 +93,41 @@ def test_prediction_entropy_is_log_classes_for_uniform_and_zero_for_certain_pred
 def test_models_without_bn_are_refused():
     with pytest.raises(ValueError, match="expected a model with batch norm layers"):
         freeze_bn(mlp((8,)))
+
+
+def test_keep_bn_frozen_survives_train_calls_and_the_rest_still_trains():
+    torch.manual_seed(0)
+    model, x = mlp((16,), norm="batch", dropout=0.5), torch.randn(64, 40)
+    frozen = KeepBNFrozen(model)
+    before = bn_state(model)
+    head = model.head.weight.detach().clone()
+    opt = torch.optim.SGD([p for p in frozen.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(3):
+        frozen.train()                  # what a training loop does every epoch
+        opt.zero_grad()
+        F.cross_entropy(frozen(x), torch.zeros(len(x), dtype=torch.long)).backward()
+        opt.step()
+    assert moved(before, bn_state(model)) == set()
+    assert not torch.equal(head, model.head.weight)
+    assert model.drop0.training          # the dropout layer is back in training mode
+
+
+def test_tent_online_predicts_every_example_and_adapts_only_bn_affine_parameters():
+    model, x = trained_mlp()
+    linear = model.linear0.weight.detach().clone()
+    before = bn_state(model)
+    predictions = tent_online(model, x.split(64), lr=1e-2)
+    assert predictions.shape == (len(x),)
+    assert predictions.dtype == torch.long
+    assert torch.equal(linear, model.linear0.weight)
+    after = bn_state(model)      # TENT drops the running statistics: batch statistics only
+    assert {"norm0.weight", "norm0.bias"} == moved({k: before[k] for k in after}, after)
+
+
+def test_tent_online_first_batch_is_predicted_before_any_step():
+    model, x = trained_mlp()
+    reference, _ = trained_mlp()
+    tent_parameters(reference)
+    with torch.no_grad():
+        expected = reference(x[:64]).argmax(1)
+    assert torch.equal(tent_online(model, x.split(64), lr=1.0)[:64], expected)

@@ -278,3 +278,15 @@ def test_cnn1d_bad_sizes_raise_value_error(kwargs):
 def test_cnn1d_a_kernel_size_that_is_not_an_int_raises_type_error():
     with pytest.raises(TypeError, match="expected kernel_size to be an int"):
         cnn1d(kernel_size=2.0)
+
+
+def test_mlp_dropout_only_after_the_last_block_feeds_no_norm_layer():
+    model = mlp((8, 8, 8), norm="batch", dropout=0.5, dropout_position="last")
+    names = [name for name, _ in model.named_children()]
+    assert [n for n in names if n.startswith("drop")] == ["drop2"]
+    assert names[names.index("drop2") + 1] == "head"
+
+
+def test_mlp_rejects_an_unknown_dropout_position():
+    with pytest.raises(ValueError, match="dropout_position"):
+        mlp((8,), dropout=0.5, dropout_position="first")

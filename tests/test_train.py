@@ -402,3 +402,62 @@ def test_cosine_schedule_applies_to_the_builtin_sgd(small):
 def test_unknown_schedule_raises(small):
     with pytest.raises(ValueError, match="schedule to be one of"):
         train(mlp(), small, schedule="linear")
+
+
+# --- gradient accumulation -------------------------------------------------------------------
+
+ACCUMULATION_BATCH, MICRO_BATCHES = 32, 4
+#: one SGD step of float32 sums in another order: weights agree to rounding
+STEP_ATOL = 1e-6
+#: BN over micro-batches of 8 against the batch of 32: the first step's weights differ by
+#: 4.4e-2 (measured); equal batch statistics would give rounding, ~1e-8
+BN_STEP_DIFFERENCE = 1e-3
+
+
+def _one_step(small, model, **kwargs) -> dict[str, torch.Tensor]:
+    train(model, small, epochs=1, max_steps=1, lr=0.5, momentum=0.0,
+          batch_size=ACCUMULATION_BATCH, **kwargs)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _max_difference(a: dict, b: dict, keys) -> float:
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in keys)
+
+
+def test_accumulated_step_equals_the_large_batch_step_without_bn(small):
+    large = _one_step(small, seeded(mlp, hidden=(16,)))
+    accumulated = _one_step(small, seeded(mlp, hidden=(16,)), accumulate=MICRO_BATCHES)
+    assert _max_difference(large, accumulated, large) < STEP_ATOL
+
+
+def test_accumulated_step_with_bn_equals_ghost_bn_over_the_micro_batches(small):
+    from bncourse.nn import GhostBatchNorm
+
+    size = ACCUMULATION_BATCH // MICRO_BATCHES
+    accumulated = _one_step(small, seeded(mlp, hidden=(16,), norm="batch"),
+                            accumulate=MICRO_BATCHES)
+    ghost = _one_step(small, seeded(mlp, hidden=(16,), norm=lambda c: GhostBatchNorm(c, size)))
+    weights = [k for k in accumulated if "running" not in k and "num_batches" not in k]
+    assert _max_difference(accumulated, ghost, weights) < STEP_ATOL
+
+
+def test_accumulated_step_with_bn_differs_from_the_large_batch_step(small):
+    large = _one_step(small, seeded(mlp, hidden=(16,), norm="batch"))
+    accumulated = _one_step(small, seeded(mlp, hidden=(16,), norm="batch"),
+                            accumulate=MICRO_BATCHES)
+    weights = [k for k in large if k.endswith("weight")]
+    assert _max_difference(large, accumulated, weights) > BN_STEP_DIFFERENCE
+
+
+def test_accumulated_step_loss_is_the_mean_loss_of_the_whole_batch(small):
+    accumulated = train(seeded(mlp, hidden=(16,)), small, epochs=1, max_steps=1,
+                        batch_size=ACCUMULATION_BATCH, accumulate=MICRO_BATCHES)
+    large = train(seeded(mlp, hidden=(16,)), small, epochs=1, max_steps=1,
+                  batch_size=ACCUMULATION_BATCH)
+    assert accumulated.step_loss[0] == pytest.approx(large.step_loss[0], abs=STEP_ATOL)
+
+
+@pytest.mark.parametrize("accumulate", [0, 3, 1.5])
+def test_accumulate_must_be_a_positive_divisor_of_the_batch(small, accumulate):
+    with pytest.raises((ValueError, TypeError), match="accumulate"):
+        train(seeded(mlp), small, epochs=1, batch_size=32, accumulate=accumulate)

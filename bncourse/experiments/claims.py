@@ -8,7 +8,8 @@ fixed before the full runs.
 
 Margins: 2 points of accuracy (a difference a practitioner would act on; seed-to-seed standard
 deviations here are about 1 point); 10% for ratios of steps or time (log2 units: 0.14); half a
-grid step (0.25 decades) for learning-rate ranges.
+grid step (0.25 decades) for learning-rate ranges; 1% of a running standard deviation for a
+running mean that should not move.
 
 Examples::
 
@@ -34,6 +35,7 @@ __all__ = ["Claim", "claims", "steps_to_target", "usable_lrs", "ACC_MARGIN", "RA
 ACC_MARGIN = 0.02                   # accuracy (fraction): two points
 RATIO_MARGIN = math.log2(1.1)       # a ratio of steps or seconds within 10% is no effect
 DECADE_MARGIN = 0.25                # half a step of the learning-rate grid, in decades
+DRIFT_MARGIN = 0.01                 # a running mean that moves by 1% of its std has not moved
 #: Speed target: this fraction of the weaker arm's seed-mean final validation accuracy.
 TARGET_FRACTION = 0.9
 #: A learning rate is usable for a seed if its final validation accuracy reaches this fraction of
@@ -278,6 +280,61 @@ def _ws_gn_small_batch(load: Loader) -> dict:
                                                   "batch_b2")}
 
 
+SHIFT_MODELS = {"mlp": "MLP", "cnn": "CNN"}
+
+
+def _strongest(result: Result, arm: str, shift: str, key: str, strength: int = -1) -> np.ndarray:
+    """Per seed, ``key`` of the ``shift`` measurement at its strongest strength (or another)."""
+    return np.array([run["shift"][shift][strength][key] for run in result.runs(arm)])
+
+
+def _per_shift(load: Loader, effect: Callable[[Result, str, str], np.ndarray]) -> dict:
+    r = load("shift")
+    shifts = r.runs("mlp_batch")[0]["shift"]
+    return {f"{label}, {shift}": effect(r, model, shift)
+            for model, label in SHIFT_MODELS.items() for shift in shifts}
+
+
+def _drop(r: Result, arm: str, shift: str) -> np.ndarray:
+    return _strongest(r, arm, shift, "source", 0) - _strongest(r, arm, shift, "source")
+
+
+def _bn_fragile_shift(load: Loader) -> dict:
+    return _per_shift(load, lambda r, m, s: _drop(r, f"{m}_batch", s) - _drop(r, f"{m}_none", s))
+
+
+def _fix_effect(better: str, worse: str) -> Callable[[Loader], dict]:
+    return lambda load: _per_shift(load, lambda r, m, s: _strongest(r, f"{m}_batch", s, better)
+                                   - _strongest(r, f"{m}_batch", s, worse))
+
+
+def _accumulation(load: Loader) -> dict:
+    r = load("accumulation")
+    return {"BN, 16 micro-batches of 4 - one batch of 64": _diff(r, "batch_accum16x4", "batch_b64")}
+
+
+def _freeze_finetune(load: Loader) -> dict:
+    return {"fine-tuning at batch 10": _diff(load("finetune"), "frozen", "train")}
+
+
+def _requires_grad_freezes(load: Loader) -> dict:
+    return {"running means after fine-tuning with requires_grad_(False)":
+            load("finetune").values("no_grad", "running_mean_drift")}
+
+
+def _bn_params_expressive(load: Loader) -> dict:
+    return {"fine-tuning at batch 10": _diff(load("finetune"), "bn_only", "head_only")}
+
+
+def _dropout_variance_shift(load: Loader) -> dict:
+    r = load("dropout_bn")
+    return {"statistics re-estimated without dropout - as trained":
+            r.values("dropout_every", "variance_shift.test_acc_reestimated")
+            - r.values("dropout_every", "test_acc"),
+            "dropout only after the last BN - after every layer":
+            _diff(r, "dropout_last", "dropout_every")}
+
+
 @dataclass(frozen=True)
 class Claim:
     """A claim, the effect that tests it, and how to read the effect.
@@ -400,6 +457,40 @@ _CLAIMS = (
     Claim("ws_gn_small_batch", "Weight standardization with GroupNorm beats BN at batch 2",
           (8,), ("no_norm_batch2",), "greater", ACC_MARGIN,
           "test accuracy at an equal budget, WS + GroupNorm - BN", _ws_gn_small_batch),
+    Claim("bn_fragile_shift", "BN makes a network more fragile under distribution shift", (9,),
+          ("shift",), "greater", ACC_MARGIN,
+          "accuracy lost to the strongest shift of each kind as trained, BN - no BN",
+          _bn_fragile_shift),
+    Claim("adabn", "Re-estimating BN's statistics on the shifted data (AdaBN) recovers accuracy "
+          "lost to a distribution shift", (9,), ("shift",), "greater", ACC_MARGIN,
+          "test accuracy at the strongest shift of each kind, AdaBN - as trained",
+          _fix_effect("adabn", "source")),
+    Claim("tent", "Test-time entropy minimization of BN's scale and shift (TENT) improves on "
+          "re-estimating the statistics", (9,), ("shift",), "greater", ACC_MARGIN,
+          "test accuracy at the strongest shift of each kind, TENT - AdaBN",
+          _fix_effect("tent", "adabn")),
+    Claim("mixed_batches", "A batch that mixes two sources normalizes each example with the "
+          "other source's statistics, and costs accuracy", (9,), ("shift",), "greater",
+          ACC_MARGIN, "test accuracy on the shifted examples with test-batch statistics, one "
+          "source per batch - half clean, half shifted", _fix_effect("separate", "mixed")),
+    Claim("accumulation", "Gradient accumulation over small micro-batches trains a BN network "
+          "as one large batch would", (9,), ("accumulation",), "equivalent", ACC_MARGIN,
+          "test accuracy, accumulated micro-batches - the large batch", _accumulation),
+    Claim("freeze_finetune", "Freeze BN (eval mode) when fine-tuning with small batches", (9,),
+          ("finetune",), "greater", ACC_MARGIN,
+          "test accuracy on the new classes, BN frozen - BN in training mode", _freeze_finetune),
+    Claim("requires_grad_freezes", "requires_grad_(False) on BN's parameters freezes the layer",
+          (9,), ("finetune",), "equivalent", DRIFT_MARGIN,
+          "largest mean |change| of a BN running mean over fine-tuning (units of the running "
+          "std)", _requires_grad_freezes),
+    Claim("bn_params_expressive", "Training only BN's scale and shift adapts a network far "
+          "beyond its frozen features", (9,), ("finetune",), "greater", ACC_MARGIN,
+          "test accuracy on the new classes, BN's weight and bias and the head trained - the "
+          "head alone", _bn_params_expressive),
+    Claim("dropout_variance_shift", "Dropout before BN costs accuracy at inference through the "
+          "variance shift", (9,), ("dropout_bn",), "greater", ACC_MARGIN,
+          "test accuracy of each fix - dropout after every hidden layer (before the next BN)",
+          _dropout_variance_shift),
 )
 
 

@@ -189,9 +189,11 @@ def finetune_job(arm, seed: int, lr: float, data: dict[str, Tensor],
     param_drift = max((after[k] - before[k]).abs().max().item()
                       for k in before if k.endswith(("weight", "bias")))
     x_test, y_test = _classes(data["x_test"], data["y_test"], 5, 10)
-    final = {"train_acc": evaluate(tuned, x_new, y_new).accuracy,
-             "val_acc": evaluate(tuned, new.x_test, new.y_test).accuracy,
-             "test_acc": evaluate(tuned, x_test, y_test).accuracy}
+    final = {}
+    for split, (x, y) in (("train", (x_new, y_new)), ("val", (new.x_test, new.y_test)),
+                          ("test", (x_test, y_test))):
+        m = evaluate(tuned, x, y)
+        final[f"{split}_acc"], final[f"{split}_loss"] = m.accuracy, m.loss
     return {"lr": lr, "seed": seed, "diverged": hist.diverged, "steps": hist.steps,
             "steps_per_epoch": x_new.shape[0] // arm.batch_size,
             "val_acc_curve": hist.test_acc, "train_acc_curve": hist.train_acc,

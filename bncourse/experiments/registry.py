@@ -27,6 +27,8 @@ TRANSFORMER = Arm(model="transformer", data="seqvar", hidden=(32, 32), epochs=16
                   lr_grid=(0.01, 0.03, 0.1, 0.3))
 RESMLP = Arm(model="resmlp", hidden=(64,) * 16, epochs=40,
              lr_grid=(0.003, 0.01, 0.03, 0.1, 0.3))
+#: Dropout 0.5 before the head alone chose the smallest rate of the default grid: one step lower.
+_DROPOUT_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 #: Badly scaled initializations can need small rates: the grid reaches down to 0.001.
 _INIT_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
@@ -195,12 +197,15 @@ def _experiments() -> list[Experiment]:
             (("batch_b64", _bn(MLP, measure=())),
              ("batch_accum16x4", _bn(MLP, measure=(), accumulate=16)),
              ("ghost4_b64", MLP.replace(norm="ghost:4", measure=())),
-             ("batch_b4", _bn(MLP, measure=(), batch_size=4, lr_grid=_scaled_grid(4))),
+             ("batch_b4", _bn(MLP, measure=(), batch_size=4,
+                              lr_grid=(0.000354, *_scaled_grid(4)))),
              ("none_b64", MLP.replace(measure=())),
              ("none_accum16x4", MLP.replace(measure=(), accumulate=16))),
             notes="Notebook 09. Batch 64 as 16 accumulated micro-batches of 4: the gradient of "
                   "the batch of 64 without BN, but BN's statistics of 4 (as ghost BN of 4). "
-                  "Batch 4 without accumulation trains the same 40 epochs in 16 times the steps.",
+                  "Batch 4 without accumulation trains the same 40 epochs in 16 times the steps; "
+                  "its grid (scaled by sqrt(4 / 32)) reaches one step lower, where it chose the "
+                  "smallest rate of the scaled grid.",
         ),
         Experiment(
             "finetune", "fine-tuning a pre-trained BN MLP on new classes with batch 10",
@@ -215,10 +220,9 @@ def _experiments() -> list[Experiment]:
         ),
         Experiment(
             "dropout_bn", "dropout before BN: the variance shift",
-            (("batch", _bn(MLP, measure=("variance_shift",))),
-             ("dropout_every", _bn(MLP, dropout=0.5, measure=("variance_shift",))),
-             ("dropout_last", _bn(MLP, dropout=0.5, dropout_position="last",
-                                  measure=("variance_shift",)))),
+            tuple((n, _bn(MLP, measure=("variance_shift",), lr_grid=_DROPOUT_GRID, **kw))
+                  for n, kw in (("batch", {}), ("dropout_every", dict(dropout=0.5)),
+                                ("dropout_last", dict(dropout=0.5, dropout_position="last")))),
             notes="Notebook 09. Dropout 0.5 after every hidden block (so before the next BN), "
                   "or only after the last one (no BN follows it). The variance shift is each "
                   "BN's running variance over its input's variance at inference; the fix "

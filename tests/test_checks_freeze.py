@@ -44,7 +44,7 @@ def _with(bug):
 
 
 LEARNER_MISTAKES = [
-    ("requires_grad_only", "still moves their running statistics"),
+    ("requires_grad_only", "`requires_grad_(False)` on weight and bias alone"),
     ("eval_only", "still get gradients and train"),
     ("bias_not_frozen", "bias still trains"),
     ("whole_model_eval", "dropout is switched off"),
@@ -65,18 +65,18 @@ def _diagnosis(fn):
 
 def test_freeze_reference_solution_passes_with_one_line(capsys):
     check_freeze_bn(check_freeze_bn.solution)
-    assert capsys.readouterr().out == "check_freeze_bn: all 1 cases match the reference.\n"
+    assert capsys.readouterr().out == "check_freeze_bn: the case matches the reference.\n"
 
 
 def test_freeze_solution_is_the_package_freeze_bn(capsys):
     assert check_freeze_bn.solution is bncourse.adapt.freeze_bn
     check_freeze_bn(bncourse.adapt.freeze_bn)
-    assert "all 1 cases match" in capsys.readouterr().out
+    assert "the case matches" in capsys.readouterr().out
 
 
 def test_freeze_correct_learner_passes(capsys):
     check_freeze_bn(_with(None))
-    assert "all 1 cases match" in capsys.readouterr().out
+    assert "the case matches" in capsys.readouterr().out
 
 
 def test_freeze_stub_is_not_implemented_yet():
@@ -106,9 +106,11 @@ def test_freeze_bn1d_only_names_the_fix():
     assert "bncourse.nn.is_batchnorm(m)" in msg and "nn.modules.batchnorm._BatchNorm" in msg
 
 
-def test_freeze_doing_nothing_is_reported_as_moving_bn_layers():
+def test_freeze_doing_nothing_is_told_both_halves_of_freezing():
     err = _diagnosis(lambda model: model)
-    assert "`bn_training`" in str(err) and "`bn_statistics_moved`" in str(err)
+    assert err.mistakes == ("requires_grad_only", "eval_only")
+    assert "`bn_training` and `bn_statistics_moved`" in str(err) and "`bn_affine_moved`" in str(err)
+    assert "`other_parameters_moved`" not in str(err)
 
 
 def test_freeze_wrong_arity_shows_how_the_checker_calls_it():

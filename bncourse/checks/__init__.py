@@ -55,7 +55,7 @@ A checker for another exercise is a reference, a few :class:`Case` s and, option
 ...         name="check_relu",
 ...     )
 >>> check_relu(lambda x: x * (x > 0))
-check_relu: all 1 cases match the reference.
+check_relu: the case matches the reference.
 >>> check_relu(np.abs)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
     ...
@@ -63,6 +63,7 @@ bncourse.checks.engine.ExerciseError: check_relu: `absolute` does not match the 
 - `out`: You return |x|. Fix: Use np.maximum(x, 0).
 """
 
+from bncourse.checks.adabn import check_adabn
 from bncourse.checks.backward import check_backward, check_backward_compact
 from bncourse.checks.channels import check_channel_stats
 from bncourse.checks.conv_folding import check_fold_conv1d_bn
@@ -81,6 +82,7 @@ from bncourse.checks.engine import (
 )
 from bncourse.checks.folding import check_fold_linear_bn
 from bncourse.checks.forward import check_forward
+from bncourse.checks.freeze import check_freeze_bn
 from bncourse.checks.ghost import check_ghost_batchnorm
 from bncourse.checks.groupnorm import check_groupnorm_forward
 from bncourse.checks.ics import check_ics_measure
@@ -97,6 +99,7 @@ from bncourse.checks.rmsnorm import check_rms_norm
 from bncourse.checks.running import check_running_update
 from bncourse.checks.scale_invariance import check_direction_step
 from bncourse.checks.sync import check_sync_statistics
+from bncourse.checks.tent import check_tent_step
 from bncourse.checks.verdict import check_paired_interval
 from bncourse.checks.verdict_rule import check_classify_setting
 
@@ -108,6 +111,7 @@ __all__ = [
     "Mistake",
     "RTOL",
     "SEED",
+    "check_adabn",
     "check_backward",
     "check_backward_compact",
     "check_batchnorm_module",
@@ -120,6 +124,7 @@ __all__ = [
     "check_fold_conv1d_bn",
     "check_fold_linear_bn",
     "check_forward",
+    "check_freeze_bn",
     "check_function",
     "check_ghost_batchnorm",
     "check_groupnorm_forward",
@@ -134,6 +139,7 @@ __all__ = [
     "check_running_update",
     "check_seeds_needed",
     "check_sync_statistics",
+    "check_tent_step",
     "skip",
     "with_solution",
 ]

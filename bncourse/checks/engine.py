@@ -200,7 +200,8 @@ def check_function(
           for gs, es in zip(got, expected, strict=True)]
     n_bad = sum(not all(row) for row in ok)
     if n_bad == 0 and not side_effects:
-        print(f"{name}: all {len(cases)} cases match the reference.")
+        matched = "the case matches" if len(cases) == 1 else f"all {len(cases)} cases match"
+        print(f"{name}: {matched} the reference.")
         return
 
     wrong = [j for j in range(len(outputs)) if not all(row[j] for row in ok)]

@@ -122,14 +122,14 @@ _FIND_EVERY_BN = ("Loop over `model.modules()` (every submodule, however deeply 
 
 _FREEZE_MISTAKES = (
     _mistake("requires_grad_only",
-             "You only stop the gradients of the BN weight and bias (`requires_grad_(False)`): "
-             "the BN layers stay in training mode, so they still normalize with the batch's "
-             "statistics and every fine-tuning forward still moves their running statistics.",
-             "Also put each BN layer in eval mode: `bn.eval()`."),
+             "The BN layers stay in training mode, so they still normalize with the batch's "
+             "statistics and every fine-tuning forward still moves their running statistics "
+             "(`requires_grad_(False)` on weight and bias alone does not stop that).",
+             "Put each BN layer in eval mode: `bn.eval()`."),
     _mistake("eval_only",
-             "You only put the BN layers in eval mode: their running statistics are frozen, "
-             "but their weight and bias still get gradients and train.",
-             "Also `bn.weight.requires_grad_(False)` and `bn.bias.requires_grad_(False)`."),
+             "The BN weight and bias still get gradients and train (eval mode freezes the "
+             "running statistics only).",
+             "`bn.weight.requires_grad_(False)` and `bn.bias.requires_grad_(False)`."),
     _mistake("bias_not_frozen",
              "The BN weight is frozen but the bias still trains.",
              "`bn.bias.requires_grad_(False)` as well."),
@@ -167,13 +167,15 @@ _FREEZE_MISTAKES = (
 def _fine_tuning_model(seed: int) -> nn.Sequential:
     """The float64 test model, in training mode: Conv2d + BatchNorm2d at the top level, then a
     nested block with Linear + BatchNorm1d, Dropout and Linear + the course's BatchNorm, then a
-    Linear head; BN statistics and affine parameters not at their defaults."""
+    Linear head; BN statistics and affine parameters not at their defaults. The layers before a
+    BN have no bias: a BN in training mode would cancel its gradient, so whether it moves would
+    depend on rounding."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = nn.Sequential(
-            nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
-            nn.Sequential(nn.Linear(48, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.5),
-                          nn.Linear(8, 8), BatchNorm(8), nn.ReLU()),
+            nn.Conv2d(2, 3, 3, padding=1, bias=False), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+            nn.Sequential(nn.Linear(48, 8, bias=False), nn.BatchNorm1d(8), nn.ReLU(),
+                          nn.Dropout(0.5), nn.Linear(8, 8, bias=False), BatchNorm(8), nn.ReLU()),
             nn.Linear(8, _CLASSES)).double()
     rng = np.random.default_rng(seed)
     with torch.no_grad():

@@ -1,4 +1,11 @@
-"""The course's figures in one style: every experiment shows the mean over seeds and its spread."""
+"""The course's figures in one style: every experiment shows the mean over seeds and its spread.
+
+Colours come from Okabe and Ito's palette, which stays distinguishable with the common forms of
+colour blindness (:data:`PALETTE`, matplotlib's ``C0``, ``C1``, ... after :func:`use_style`);
+verdict plots also tell *for* from *against* by the marker, not by colour alone. In a notebook,
+:func:`use_style` makes every displayed figure carry an alt text (:func:`describe`) in its
+output's metadata, which the course's website uses for the image.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,22 @@ from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from cycler import cycler
 
 __all__ = [
-    "STYLE", "use_style", "mean_spread", "plot_mean_spread", "plot_curves", "plot_lr_sweep",
-    "plot_verdict", "plot_claims",
+    "STYLE", "PALETTE", "VERDICT_STYLE", "use_style", "describe", "mean_spread",
+    "plot_mean_spread", "plot_curves", "plot_lr_sweep", "plot_verdict", "plot_claims",
 ]
+
+#: Okabe & Ito (2008), "Color Universal Design": blue, orange, bluish green, vermillion,
+#: reddish purple, sky blue, yellow, black.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
+           "#000000")
+#: Text labels of a drawing (a plot without axis labels or legend) named in its alt text.
+MAX_ALT_LABELS = 12
+#: How a setting's class is drawn in verdict plots: (colour, marker).
+VERDICT_STYLE = {"for": (PALETTE[0], "o"), "against": (PALETTE[3], "X"),
+                 "equivalent": ("0.45", "s"), "null": ("0.45", "D")}
 
 STYLE = {
     "figure.figsize": (6.0, 3.6),
@@ -22,12 +40,79 @@ STYLE = {
     "axes.spines.right": False,
     "legend.frameon": False,
     "font.size": 10,
+    "axes.prop_cycle": cycler(color=PALETTE),
 }
 
 
 def use_style() -> None:
-    """Applies the course style to matplotlib (small figures keep notebooks light)."""
+    """Applies the course style to matplotlib (small figures keep notebooks light) and, inside
+    IPython, stores an alt text with every figure shown (see :func:`describe`)."""
     plt.rcParams.update(STYLE)
+    _register_alt_text()
+
+
+def _text(t) -> str:
+    return " ".join(t.get_text().replace("$", "").split())
+
+
+def describe(fig) -> str:
+    """A one-paragraph alt text for ``fig``, from what it states: its title, and per panel the
+    title, the axis labels and the legend entries.
+
+    Examples::
+
+        >>> fig, ax = plt.subplots()
+        >>> _ = ax.plot([0, 1], [1, 0], label="BN")
+        >>> _ = ax.set(title="loss", xlabel="epoch", ylabel="loss"); _ = ax.legend()
+        >>> describe(fig)
+        'Figure: loss (x: epoch; y: loss; curves: BN).'
+        >>> plt.close(fig)
+    """
+    parts = []
+    suptitle = getattr(fig, "_suptitle", None)
+    if suptitle is not None and _text(suptitle):
+        parts.append(_text(suptitle))
+    for ax in fig.axes:
+        if not ax.get_visible() or not (ax.has_data() or ax.texts or _text(ax.title)):
+            continue
+        facts = [f"{axis}: {label}" for axis, label in (("x", _text(ax.xaxis.label)),
+                                                         ("y", _text(ax.yaxis.label))) if label]
+        legend = ax.get_legend()
+        if legend is not None:
+            names = [_text(t) for t in legend.get_texts() if _text(t)]
+            if names:
+                facts.append("curves: " + ", ".join(names))
+        if not facts:               # a drawing rather than a plot: say what it labels
+            labels = [_text(t) for t in ax.texts if _text(t)]
+            if labels:
+                facts.append("labels: " + ", ".join(labels[:MAX_ALT_LABELS]))
+        title = _text(ax.title) or "panel"
+        parts.append(f"{title} ({'; '.join(facts)})" if facts else title)
+    return ("Figure: " + "; ".join(parts) + ".") if parts else "Figure."
+
+
+def _png_with_alt(fig):
+    from IPython.core.pylabtools import print_figure
+
+    data = print_figure(fig, "png", bbox_inches="tight")
+    return (data, {"alt": describe(fig)}) if data is not None else None
+
+
+def _register_alt_text() -> None:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    from matplotlib.figure import Figure
+
+    if "inline" in str(plt.rcParams["backend"]):
+        # importing the inline backend registers its own PNG formatter (matplotlib loads it
+        # lazily, at the first figure): load it now, so that ours replaces it
+        import matplotlib_inline.backend_inline  # noqa: F401
+    shell.display_formatter.formatters["image/png"].for_type(Figure, _png_with_alt)
 
 
 def mean_spread(runs: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
@@ -104,11 +189,11 @@ def plot_verdict(ax, verdict, title: str | None = None):
     """Forest plot of a :class:`bncourse.verdict.Verdict`: each setting's effect with its 95%
     interval; the band is the equivalence margin, the vertical line no effect."""
     names = list(verdict.effects)
-    colors = {"for": "C2", "against": "C3", "equivalent": "C7", "null": "C7"}
     for i, name in enumerate(names):
         e = verdict.effects[name]
-        ax.errorbar(e.mean, i, xerr=[[e.mean - e.ci_low], [e.ci_high - e.mean]], fmt="o",
-                    capsize=3, color=colors[verdict.settings[name]])
+        color, marker = VERDICT_STYLE[verdict.settings[name]]
+        ax.errorbar(e.mean, i, xerr=[[e.mean - e.ci_low], [e.ci_high - e.mean]], fmt=marker,
+                    capsize=3, color=color)
     if verdict.margin is not None:
         ax.axvspan(-verdict.margin, verdict.margin, color="0.85", zorder=0, label="margin")
     ax.axvline(0, color="k", lw=0.8)
@@ -120,21 +205,21 @@ def plot_verdict(ax, verdict, title: str | None = None):
 def plot_claims(ax, verdicts: dict):
     """All claims in one forest plot: every setting's effect and 95% interval in units of its
     claim's margin (the grey band is +-1 margin), signed so that right = what the claim predicts;
-    colours as :func:`plot_verdict`.
+    colours and markers as :func:`plot_verdict` (:data:`VERDICT_STYLE`).
 
     Args:
         ax: a matplotlib Axes.
         verdicts: claim label -> :class:`bncourse.verdict.Verdict`.
     """
-    colors = {"for": "C2", "against": "C3", "equivalent": "C7", "null": "C7"}
     labels, row = [], 0
     for claim, v in verdicts.items():
         sign = -1.0 if v.expect == "less" else 1.0
         for name, e in v.effects.items():
             lo, hi = sorted((sign * e.ci_low / v.margin, sign * e.ci_high / v.margin))
             mid = sign * e.mean / v.margin
-            ax.errorbar(mid, row, xerr=[[mid - lo], [hi - mid]], fmt="o", ms=3, capsize=2,
-                        color=colors[v.settings[name]])
+            color, marker = VERDICT_STYLE[v.settings[name]]
+            ax.errorbar(mid, row, xerr=[[mid - lo], [hi - mid]], fmt=marker, ms=3, capsize=2,
+                        color=color)
             labels.append(f"{claim}: {name}")
             row += 1
     ax.axvspan(-1, 1, color="0.85", zorder=0)

@@ -342,7 +342,7 @@ def run(name: str, *, seeds: Sequence[int] | None = None, executor: cf.Executor 
         name: a key of :func:`bncourse.experiments.registry`.
         seeds: evaluation seeds instead of the registered ones (a quick check; the config hash
             changes accordingly).
-        executor, jobs, progress, **kwargs: as :func:`run_many`.
+        executor, jobs, progress, ``**kwargs``: as :func:`run_many`.
     """
     from bncourse.experiments.registry import registry
 

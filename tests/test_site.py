@@ -3,6 +3,7 @@ page by page, statically and in headless Chromium."""
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 import time
@@ -63,6 +64,7 @@ class _Links(HTMLParser):
             self.srcs.append(a["href"])             # fetched (a canonical link is not)
 
 
+@functools.cache
 def _parse(page: Path) -> _Links:
     parser = _Links()
     parser.feed(page.read_text(encoding="utf-8"))

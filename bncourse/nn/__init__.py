@@ -8,7 +8,9 @@ One file per variant, each overriding only what differs from :class:`_BatchNormB
 from bncourse.nn.batchnorm import BatchNorm, batch_norm_train
 from bncourse.nn.dyt import DyT
 from bncourse.nn.fold import fold_batchnorm, is_batchnorm
+from bncourse.nn.fused import FusedBatchNorm
 from bncourse.nn.ghost import GhostBatchNorm
+from bncourse.nn.inplace_abn import InPlaceABN
 from bncourse.nn.noisy import NoisyBatchNorm
 from bncourse.nn.population import PopulationStatistics
 from bncourse.nn.precise import precise_bn
@@ -26,7 +28,9 @@ __all__ = [
     "BatchNorm",
     "BatchRenorm",
     "DyT",
+    "FusedBatchNorm",
     "GhostBatchNorm",
+    "InPlaceABN",
     "NoisyBatchNorm",
     "PopulationStatistics",
     "RMSNorm",

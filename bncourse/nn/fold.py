@@ -62,7 +62,9 @@ def _fold_sequential(seq: nn.Sequential, path: str) -> None:
             raise ValueError(f"cannot fold {where}: expected {prev.weight.shape[0]} features "
                              f"(got {module.num_features})")
         seq._modules[names[i - 1]] = _folded(prev, module)
-        seq._modules[name] = nn.Identity()
+        # what the BN layer computes beyond its affine map (InPlaceABN's activation), if any
+        remainder = getattr(module, "after_folding", None)
+        seq._modules[name] = remainder() if remainder is not None else nn.Identity()
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

@@ -36,6 +36,8 @@ ACC_MARGIN = 0.02                   # accuracy (fraction): two points
 RATIO_MARGIN = math.log2(1.1)       # a ratio of steps or seconds within 10% is no effect
 DECADE_MARGIN = 0.25                # half a step of the learning-rate grid, in decades
 DRIFT_MARGIN = 0.01                 # a running mean that moves by 1% of its std has not moved
+#: Memory-bound: within 1.5x of the time the bytes need (issue 19's goal for a fused kernel).
+MEMORY_MARGIN = math.log2(1.5)
 #: Speed target: this fraction of the weaker arm's seed-mean final validation accuracy.
 TARGET_FRACTION = 0.9
 #: A learning rate is usable for a seed if its final validation accuracy reaches this fraction of
@@ -280,6 +282,26 @@ def _ws_gn_small_batch(load: Loader) -> dict:
                                                   "batch_b2")}
 
 
+_PASS_NAMES = {"eval": "eval mode", "train_forward": "training forward"}
+
+
+def _roofline(passes: tuple[tuple[str, str], ...]) -> Callable[[Loader], dict]:
+    """Per interleaved round of ``bench/bench_roofline.py``, log2(time of a pass / the time its
+    bytes need at that round's copy bandwidth), for each (variant, pass) and input shape."""
+    def effects(load: Loader) -> dict:
+        bench = load_bench("roofline")
+        out = {}
+        for key, r in bench["results"].items():
+            values = math.prod(r["shape"])
+            bandwidth = np.asarray(r["bandwidth_bytes_per_s"]["copy"])
+            for variant, what in passes:
+                limit = bench["values_moved"][what] * values * 4 / bandwidth   # float32
+                seconds = np.asarray(r["seconds"][f"{variant}/{what}"])
+                out[f"{_PASS_NAMES[what]}, {variant}, {key}"] = np.log2(seconds / limit)
+        return out
+    return effects
+
+
 SHIFT_MODELS = {"mlp": "MLP", "cnn": "CNN"}
 
 
@@ -457,6 +479,15 @@ _CLAIMS = (
     Claim("ws_gn_small_batch", "Weight standardization with GroupNorm beats BN at batch 2",
           (8,), ("no_norm_batch2",), "greater", ACC_MARGIN,
           "test accuracy at an equal budget, WS + GroupNorm - BN", _ws_gn_small_batch),
+    Claim("memory_bound_eval", "BN at inference is memory-bound", (6,), (), "equivalent",
+          MEMORY_MARGIN, "log2(time of eval-mode BN / the time its bytes need at the measured "
+          "copy bandwidth), per benchmark round; PyTorch's native kernel",
+          _roofline((("native", "eval"),))),
+    Claim("memory_bound_training", "BN in training is memory-bound", (6,), (), "equivalent",
+          MEMORY_MARGIN, "log2(time of the training forward / the time its bytes need at the "
+          "measured copy bandwidth), per benchmark round; PyTorch's native kernel and the "
+          "course's compiled FusedBatchNorm",
+          _roofline((("native", "train_forward"), ("fused", "train_forward")))),
     Claim("bn_fragile_shift", "BN makes a network more fragile under distribution shift", (9,),
           ("shift",), "greater", ACC_MARGIN,
           "accuracy lost to the strongest shift of each kind as trained, BN - no BN",

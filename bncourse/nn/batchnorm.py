@@ -333,16 +333,22 @@ class _BatchNormBase(nn.Module):
         out, mean, var = batch_norm_train(x, self.weight, self.bias, self.eps)
         return out, mean, var, x.numel() // x.shape[1]
 
-    def _normalize_running(self, x: Tensor) -> Tensor:
-        """Eval mode: a per-channel affine map with the running statistics (computed in at
-        least float32, returned in the input's dtype)."""
-        acc = _accumulation_dtype(x.dtype)
+    def _running_affine(self, acc: torch.dtype) -> tuple[Tensor, Tensor]:
+        """Eval mode's per-channel map ``y = x * scale + shift``: ``(scale, shift)``, (C,) each,
+        in ``acc``; differentiable in the weight and bias."""
         inv_std = torch.rsqrt(self.running_var.to(acc) + self.eps)
         scale, shift = inv_std, -self.running_mean.to(acc) * inv_std
         if self.weight is not None:
             scale, shift = scale * self.weight.to(acc), shift * self.weight.to(acc)
         if self.bias is not None:
             shift = shift + self.bias.to(acc)
+        return scale, shift
+
+    def _normalize_running(self, x: Tensor) -> Tensor:
+        """Eval mode: a per-channel affine map with the running statistics (computed in at
+        least float32, returned in the input's dtype)."""
+        acc = _accumulation_dtype(x.dtype)
+        scale, shift = self._running_affine(acc)
         out = torch.addcmul(_as_channel(shift, x.dim()), x.to(acc), _as_channel(scale, x.dim()))
         return out.to(x.dtype)
 

@@ -124,12 +124,5 @@ class FusedBatchNorm(_BatchNormBase):
         return out, mean, var, x.numel() // x.shape[1]
 
     def _normalize_running(self, x: Tensor) -> Tensor:
-        acc = _accumulation_dtype(x.dtype)
-        with torch.no_grad():
-            inv_std = torch.rsqrt(self.running_var.to(acc) + self.eps)
-        scale, shift = inv_std, -self.running_mean.to(acc) * inv_std
-        if self.weight is not None:
-            scale, shift = scale * self.weight.to(acc), shift * self.weight.to(acc)
-        if self.bias is not None:
-            shift = shift + self.bias.to(acc)
+        scale, shift = self._running_affine(_accumulation_dtype(x.dtype))
         return KERNELS.call(_EVAL, x, scale, shift)

@@ -40,8 +40,8 @@ REPOSITORY = "bncourse/bncourse"
 SITE_URL = "https://bncourse.github.io/bncourse/"
 #: Public modules of the API reference, in reading order.
 API_MODULES = ("functional", "gradcheck", "nn", "models", "train", "data", "adapt", "probes",
-               "at_init", "transformer", "resmlp", "distributed", "verdict", "experiments",
-               "report", "plots", "checks")
+               "memory", "at_init", "transformer", "resmlp", "distributed", "verdict",
+               "experiments", "report", "plots", "checks")
 _TIME = re.compile(r"\*\*Estimated time\.\*\*\s*([^(\n]+)")
 _OBJECTIVES = re.compile(r"\*\*Learning objectives\.\*\*.*?\n\n(.*?)\n\n", re.S)
 
@@ -80,10 +80,11 @@ def reading_edition(nb):
     nb = student_version(nb)
     for cell in nb.cells:
         cell.metadata.pop("nbgrader", None)
-        for output in cell.get("outputs", []):
-            alt = output.get("metadata", {}).get("image/png", {}).get("alt")
-            if alt:
-                cell.metadata.setdefault("mystnb", {}).setdefault("image", {})["alt"] = alt
+        alts = [o.get("metadata", {}).get("image/png", {}).get("alt")
+                for o in cell.get("outputs", [])]
+        if any(alts):        # myst-nb takes one alt per cell: several figures share it
+            alt = " / ".join(a for a in alts if a)
+            cell.metadata.setdefault("mystnb", {}).setdefault("image", {})["alt"] = alt
     return nb
 
 

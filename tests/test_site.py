@@ -298,3 +298,18 @@ def test_search_works_from_disk(html_root, browser):
             "return Array.from(document.querySelectorAll('#search-results li a'))"
             ".map(a => a.getAttribute('href'));")
     assert any("04_regularization_effect" in h for h in hits), hits
+
+
+def test_the_pages_workflow_builds_the_site_and_publishes_its_html():
+    yaml = pytest.importorskip("yaml")
+    workflow = yaml.safe_load(Path(".github/workflows/site.yml").read_text())
+    on = workflow.get("on", workflow.get(True))           # YAML 1.1 reads a bare `on` as True
+    assert on["push"]["branches"] == ["main"]
+    steps = workflow["jobs"]["build"]["steps"]
+    runs = " ".join(s.get("run", "") for s in steps)
+    assert "torch==2.13.0" in runs and "--index-url https://download.pytorch.org/whl/cpu" in runs
+    assert "python -m bncourse.site --out build/site" in runs
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-pages-artifact"))
+    assert upload["with"]["path"] == "build/site/html"
+    assert any(s.get("uses", "").startswith("actions/deploy-pages")
+               for s in workflow["jobs"]["deploy"]["steps"])

@@ -70,6 +70,17 @@ def test_eval_mode_equals_the_eager_module_with_and_without_gradients():
     assert _max_diff(_step(eager, x, dy), _step(fused, x, dy)) < FLOAT64_TOL
 
 
+@pytest.mark.parametrize("batch", [2, 7, 12, 64])
+def test_2d_batches_of_any_size_equal_the_eager_module_in_float64(batch):
+    # the rows are summed in blocks of a divisor of the batch size: primes, composites, powers of 2
+    torch.manual_seed(batch)
+    eager, fused = BatchNorm(5).double(), FusedBatchNorm(5).double()
+    x = torch.randn(batch, 5, dtype=torch.float64) * 3 + 1
+    dy = torch.randn(batch, 5, dtype=torch.float64)
+    assert _max_diff(_step(eager, x, dy), _step(fused, x, dy)) < FLOAT64_TOL
+    assert torch.allclose(eager.running_var, fused.running_var, atol=FLOAT64_TOL)
+
+
 def test_float32_2d_input_matches_torch_native_batchnorm():
     torch.manual_seed(0)
     native, fused = torch.nn.BatchNorm1d(6), FusedBatchNorm(6)
@@ -77,6 +88,23 @@ def test_float32_2d_input_matches_torch_native_batchnorm():
     dy = torch.randn(32, 6)
     assert _max_diff(_step(native, x, dy), _step(fused, x, dy)) < FLOAT32_TOL
     assert torch.allclose(native.running_var, fused.running_var, atol=FLOAT32_TOL)
+
+
+#: float32 output and variance against float64 with a mean 1000 standard deviations away from 0
+OFFSET_TOL = 1e-4
+
+
+def test_a_large_mean_does_not_cancel_the_float32_variance():
+    # E[x^2] - E[x]^2 in float32 loses about 6% of this variance; centring first keeps it
+    torch.manual_seed(0)
+    x = torch.randn(16, 4, 8, 8) + 1000.0
+    fused = FusedBatchNorm(4, affine=False, momentum=None)
+    y = fused(x)
+    x64 = x.double()
+    expected = torch.nn.functional.batch_norm(x64, None, None, training=True)
+    assert (y.double() - expected).abs().max().item() < OFFSET_TOL * 10
+    unbiased = x64.var(dim=(0, 2, 3))
+    assert ((fused.running_var.double() - unbiased).abs() / unbiased).max().item() < OFFSET_TOL
 
 
 def test_state_dict_loads_into_torch_batchnorm_and_back():
@@ -144,6 +172,20 @@ def test_a_failing_compiler_falls_back_to_the_same_maths(monkeypatch, fresh_kern
     with pytest.warns(RuntimeWarning, match="torch.compile failed"):
         assert _max_diff(_step(eager, x, dy), _step(fused, x, dy)) < FLOAT64_TOL
     assert fresh_kernels.compiled is None
+
+
+@needs_compiler
+def test_more_input_shapes_than_dynamos_recompile_limit_stay_compiled(monkeypatch, fresh_kernels):
+    # a network's BN layers see many shapes; dynamo stops recompiling one function after a limit
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    shapes = [(4, 3, 5), (6, 3, 5), (4, 3, 7), (5, 3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for shape in shapes:
+            eager, fused = _pair()
+            x, dy = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
+            assert _max_diff(_step(eager, x, dy), _step(fused, x, dy)) < FLOAT64_TOL
+    assert len(fresh_kernels.compiled) == len(shapes)
 
 
 def test_bad_input_gets_batchnorms_errors():

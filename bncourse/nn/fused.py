@@ -3,8 +3,11 @@ r"""Batch norm written for a compiler: :class:`FusedBatchNorm`.
 The textbook formula, compiled by ``torch.compile`` (Inductor generates C++ loops on a CPU),
 moves each tensor as few times as the maths allows:
 
-* training forward: one pass reads ``x`` for the per-channel mean and variance (fused into one
-  reduction), one pass reads ``x`` and writes ``y``;
+* training forward: two passes read ``x`` for the per-channel statistics (the mean, then the sum
+  of squared deviations from it: no cancellation), each summing every contiguous spatial row
+  first; one pass reads ``x`` and writes ``y``. A one-pass ``torch.var_mean`` (Welford) moves
+  fewer bytes but ran at half the speed: its per-element division makes it compute-bound (bench,
+  2026-12-03, (32, 64, 32, 32));
 * backward: derived from the forward by the compiler (AOTAutograd), which keeps only ``x`` and
   two (C,) vectors and recomputes :math:`\hat x` rather than storing it (tested); its passes
   read ``dy`` and ``x`` for :math:`\sum dy` and :math:`\sum dy\,\hat x`, then again to write
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import types
 import warnings
 
 import torch
@@ -39,21 +43,47 @@ from bncourse.nn.batchnorm import _accumulation_dtype, _as_channel, _BatchNormBa
 __all__ = ["FusedBatchNorm", "compiler_available"]
 
 
-def _dims(x: Tensor) -> list[int]:
-    return [0, *range(2, x.dim())]
+#: rows per block when a (N, C) batch is summed over N: Inductor's code for one sum down a whole
+#: column walks all N rows for every 16 columns; blocks of 8 rows, then the blocks, ran the
+#: training forward on (4096, 1024) twice as fast (probe, 2026-12-03: 4 rows no faster than
+#: none, 32 or 128 rows slower than 8)
+ROW_BLOCK = 8
+
+
+def _rows(x: Tensor) -> tuple[Tensor, int]:
+    """A view whose per-channel sums run in two levels, and the dim the first level reduces:
+    (N, C, *) -> (N, C, L), each contiguous spatial row first, then the batch (twice as fast
+    under Inductor as one sum over (0, 2, 3), bench 2026-12-03); (N, C) -> (N / R, R, C), blocks
+    of R rows first (R the largest divisor of N up to :data:`ROW_BLOCK`)."""
+    if x.dim() > 2:
+        return x.reshape(x.shape[0], x.shape[1], -1), 2
+    rows = max(r for r in range(1, min(ROW_BLOCK, x.shape[0]) + 1) if x.shape[0] % r == 0)
+    return x.reshape(x.shape[0] // rows, rows, x.shape[1]), 1
+
+
+def _channel_mean(t: Tensor, first: int, count: int) -> Tensor:
+    """Per-channel mean of a :func:`_rows` view, keeping its dims (C in place, 1 elsewhere)."""
+    return t.sum(first, keepdim=True).sum(0, keepdim=True) / count
 
 
 def _train(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
-    """(N, C, *) -> (y like x, mean (C,), biased var (C,)); differentiable in x, weight, bias."""
-    acc = _accumulation_dtype(x.dtype)
-    xa = x.to(acc)
-    var, mean = torch.var_mean(xa, _dims(x), correction=0)              # one pass (Welford)
-    scale = torch.rsqrt(var + eps)
+    """(N, C, *) -> (y like x, mean (C,), biased var (C,), 1 / sqrt(var + eps) (C,));
+    differentiable in x, weight, bias. The backward needs ``1 / sqrt(var + eps)``: returned, it is
+    saved as an output rather than as an intermediate buffer that AOTAutograd donates to the
+    backward (a donated buffer turns ``create_graph=True`` into an internal error)."""
+    xv, first = _rows(x.to(_accumulation_dtype(x.dtype)))
+    count = x.numel() // x.shape[1]
+    mean = _channel_mean(xv, first, count)                               # pass 1: read x
+    centred = xv - mean
+    var = _channel_mean(centred * centred, first, count)               # pass 2: read x
+    inv_std = torch.rsqrt(var + eps)
+    scale = inv_std
     if weight is not None:
-        scale = scale * weight.to(acc)
-    shift = -mean * scale if bias is None else bias.to(acc) - mean * scale
-    y = xa * _as_channel(scale, x.dim()) + _as_channel(shift, x.dim())   # one pass
-    return y.to(x.dtype), mean.detach(), var.detach()
+        scale = inv_std * weight.to(scale.dtype).view(scale.shape)
+    shift = -mean * scale if bias is None else bias.to(scale.dtype).view(scale.shape) - mean * scale
+    y = xv * scale + shift                                             # pass 3: read x, write y
+    return (y.reshape(x.shape).to(x.dtype), mean.flatten().detach(), var.flatten().detach(),
+            inv_std.flatten().detach())
 
 
 def _eval_forward(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
@@ -69,36 +99,53 @@ def compiler_available() -> bool:
     return any(shutil.which(n) for n in names if n)
 
 
+_FUNCTIONS = (_train, _eval_forward)
+
+
+def _fresh_copy(fn):
+    """``fn`` with its own code object. Dynamo keeps the compiled variants of a function on its
+    code object and stops compiling after ``torch._dynamo.config.recompile_limit`` (8) of them:
+    the BN layers of one network easily have more input shapes than that."""
+    code = fn.__code__.replace()
+    return types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
 class _Kernels:
-    """The three functions, compiled on first use, or eager after a failure (warned once)."""
+    """The two functions compiled once per input shape and dtype on first use, or eager after a
+    failure (warned once)."""
 
     def __init__(self) -> None:
-        self.compiled = None
+        self.compiled: dict | None = None
         self.eager_reason: str | None = None
 
-    def _get(self):
-        if self.compiled is None and self.eager_reason is None:
-            if not compiler_available():
-                self._fall_back("no C++ compiler found for torch.compile's CPU backend")
+    def _get(self, which: int, x: Tensor):
+        if self.compiled is None and self.eager_reason is None:       # the first call
+            if compiler_available():
+                self.compiled = {}
             else:
-                self.compiled = tuple(torch.compile(f, dynamic=False, fullgraph=True)
-                                      for f in (_train, _eval_forward))
-        return self.compiled or (_train, _eval_forward)
+                self._fall_back("no C++ compiler found for torch.compile's CPU backend")
+        if self.compiled is None:
+            return _FUNCTIONS[which]
+        key = (which, tuple(x.shape), x.dtype)
+        if key not in self.compiled:
+            self.compiled[key] = torch.compile(_fresh_copy(_FUNCTIONS[which]), dynamic=False,
+                                               fullgraph=True)
+        return self.compiled[key]
 
     def _fall_back(self, reason: str) -> None:
         self.eager_reason, self.compiled = reason, None
         warnings.warn(f"FusedBatchNorm runs eagerly (same results, not faster): {reason}",
                       RuntimeWarning, stacklevel=4)
 
-    def call(self, which: int, *args):
-        kernels = self._get()
+    def call(self, which: int, x: Tensor, *args):
+        kernel = self._get(which, x)
         try:
-            return kernels[which](*args)
+            return kernel(x, *args)
         except Exception as exc:  # a compile failure: the eager functions compute the same
             if self.compiled is None:
                 raise
             self._fall_back(f"torch.compile failed ({type(exc).__name__}: {exc})"[:300])
-            return (_train, _eval_forward)[which](*args)
+            return _FUNCTIONS[which](x, *args)
 
 
 KERNELS = _Kernels()
@@ -120,7 +167,7 @@ class FusedBatchNorm(_BatchNormBase):
     """
 
     def _normalize_batch(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
-        out, mean, var = KERNELS.call(_TRAIN, x, self.weight, self.bias, self.eps)
+        out, mean, var, _ = KERNELS.call(_TRAIN, x, self.weight, self.bias, self.eps)
         return out, mean, var, x.numel() // x.shape[1]
 
     def _normalize_running(self, x: Tensor) -> Tensor:

@@ -175,17 +175,33 @@ def test_a_failing_compiler_falls_back_to_the_same_maths(monkeypatch, fresh_kern
 
 
 @needs_compiler
-def test_more_input_shapes_than_dynamos_recompile_limit_stay_compiled(monkeypatch, fresh_kernels):
+def test_more_input_shapes_than_dynamos_recompile_limit_stay_compiled(fresh_kernels):
     # a network's BN layers see many shapes; dynamo stops recompiling one function after a limit
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
     shapes = [(4, 3, 5), (6, 3, 5), (4, 3, 7), (5, 3)]
-    with warnings.catch_warnings():
+    with torch._dynamo.config.patch(recompile_limit=2), warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         for shape in shapes:
             eager, fused = _pair()
             x, dy = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
             assert _max_diff(_step(eager, x, dy), _step(fused, x, dy)) < FLOAT64_TOL
     assert len(fresh_kernels.compiled) == len(shapes)
+
+
+@needs_compiler
+def test_beyond_max_shapes_new_shapes_run_eagerly_said_once(monkeypatch, fresh_kernels):
+    monkeypatch.setattr(fused_module, "MAX_SHAPES", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        x, dy = torch.randn(SHAPE, dtype=torch.float64), torch.randn(SHAPE, dtype=torch.float64)
+        _step(_pair()[1], x, dy)                       # the one shape it compiles
+    later = [(5, 3, 5), (6, 3, 5)]
+    with pytest.warns(RuntimeWarning, match="compiled 1 input shapes") as caught:
+        for shape in later:
+            eager, fused = _pair()
+            x, dy = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
+            assert _max_diff(_step(eager, x, dy), _step(fused, x, dy)) < FLOAT64_TOL
+    assert len([w for w in caught if issubclass(w.category, RuntimeWarning)]) == 1
+    assert len(fresh_kernels.compiled) == 1
 
 
 def test_bad_input_gets_batchnorms_errors():

@@ -111,6 +111,11 @@ def _fresh_copy(fn):
     return types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
+#: distinct (function, shape, dtype) compiled at most, each about a second; inputs of yet other
+#: shapes (sequences of every length, say) then run eagerly, said once
+MAX_SHAPES = 64
+
+
 class _Kernels:
     """The two functions compiled once per input shape and dtype on first use, or eager after a
     failure (warned once)."""
@@ -118,6 +123,7 @@ class _Kernels:
     def __init__(self) -> None:
         self.compiled: dict | None = None
         self.eager_reason: str | None = None
+        self.full = False
 
     def _get(self, which: int, x: Tensor):
         if self.compiled is None and self.eager_reason is None:       # the first call
@@ -128,6 +134,13 @@ class _Kernels:
         if self.compiled is None:
             return _FUNCTIONS[which]
         key = (which, tuple(x.shape), x.dtype)
+        if key not in self.compiled and len(self.compiled) >= MAX_SHAPES:
+            if not self.full:
+                self.full = True
+                warnings.warn(f"FusedBatchNorm has compiled {MAX_SHAPES} input shapes; inputs of "
+                              "other shapes run eagerly (same results, not faster)",
+                              RuntimeWarning, stacklevel=4)
+            return _FUNCTIONS[which]
         if key not in self.compiled:
             self.compiled[key] = torch.compile(_fresh_copy(_FUNCTIONS[which]), dynamic=False,
                                                fullgraph=True)

@@ -156,7 +156,7 @@ class _Kernels:
         try:
             return kernel(x, *args)
         except Exception as exc:  # a compile failure: the eager functions compute the same
-            if self.compiled is None:
+            if kernel is _FUNCTIONS[which]:
                 raise
             self._fall_back(f"torch.compile failed ({type(exc).__name__}: {exc})"[:300])
             return _FUNCTIONS[which](x, *args)

@@ -486,7 +486,7 @@ _CLAIMS = (
     Claim("memory_bound_training", "BN in training is memory-bound", (6,), (), "equivalent",
           MEMORY_MARGIN, "log2(time of the training forward / the time its bytes need at the "
           "measured copy bandwidth), per benchmark round; PyTorch's native kernel and the "
-          "course's compiled FusedBatchNorm",
+          "course's hand-fused FusedBatchNorm",
           _roofline((("native", "train_forward"), ("fused", "train_forward")))),
     Claim("bn_fragile_shift", "BN makes a network more fragile under distribution shift", (9,),
           ("shift",), "greater", ACC_MARGIN,

@@ -1,16 +1,14 @@
-r"""Batch norm written for a compiler: :class:`FusedBatchNorm`.
+r"""Batch norm fused by hand: :class:`FusedBatchNorm`.
 
-The textbook formula, compiled by ``torch.compile`` (Inductor generates C++ loops on a CPU),
-moves each tensor as few times as the maths allows:
+Its kernels (``bn_kernel.c``, compiled on first use by :mod:`bncourse.nn.ckernel`) move each
+tensor as few times as the maths allows:
 
-* training forward: two passes read ``x`` for the per-channel statistics (the mean, then the sum
-  of squared deviations from it: no cancellation), each summing every contiguous spatial row
-  first; one pass reads ``x`` and writes ``y``. A one-pass ``torch.var_mean`` (Welford) moves
-  fewer bytes but ran at half the speed: its per-element division makes it compute-bound (bench,
-  2026-12-03, (32, 64, 32, 32));
-* backward: derived from the forward by the compiler (AOTAutograd), which keeps only ``x`` and
-  two (C,) vectors and recomputes :math:`\hat x` rather than storing it (tested); its passes
-  read ``dy`` and ``x`` for :math:`\sum dy` and :math:`\sum dy\,\hat x`, then again to write
+* training forward: one pass reads ``x`` for the per-channel statistics (sums of the deviations
+  from a centre near the mean, so the variance does not cancel; a second pass from the mean
+  itself only where that centre was more than a std away), one pass reads ``x`` and writes ``y``;
+* backward: it keeps only ``x`` and (C,) vectors, and recomputes :math:`\hat x` rather than
+  storing it; one pass reads ``dy`` and ``x`` for :math:`\sum dy` and :math:`\sum dy\,\hat x`, one
+  reads them again to write
 
   .. math::
       dx = \frac{\gamma}{\sigma} \Big(dy - \frac{1}{m}\sum dy
@@ -18,156 +16,83 @@ moves each tensor as few times as the maths allows:
 
 * eval: one pass, ``y = x * scale + shift`` per channel.
 
+A (N, C, L) batch with rows of L >= 64 values is worked a channel at a time; shorter rows
+(L = 1 for a (N, C) batch) a block of whole rows per thread, as PyTorch's kernel does.
+
+Why by hand: the same formula compiled by ``torch.compile`` (Inductor) fused the passes and beat
+PyTorch's native kernel on (32, 64, 32, 32), but its loops for a (N, C) batch walk down the
+columns, and it stayed about twice as slow as native on (4096, 1024) and at twice the memory-bound
+limit of the training forward (bench, 2026-12-03; see ``bench/bench_roofline.py``).
+
 It is a sibling of :class:`bncourse.nn.BatchNorm` (same arguments, buffers, ``state_dict``,
-running-statistics rule and checks) with first derivatives only: a compiled backward is not
-itself differentiable (double backward raises). Where no compiler works (no C compiler, or
-``torch.compile`` fails), it says so once with a :class:`RuntimeWarning` and runs the same
-functions eagerly: same results, no speed-up. The first call of each input shape compiles (a few
-seconds on a 2-core CPU). Measured (``bench/bench_roofline.py``): on a (32, 64, 32, 32) batch it
-beats PyTorch's native CPU kernel; on a (4096, 1024) matrix, where the statistics reduce over
-the outer dim, it is slower: Inductor's loops walk down the columns, 16 at a time, while PyTorch's
-kernel streams the rows into per-thread sums.
+running-statistics rule and checks) with first derivatives only (double backward raises).
+float32 and float64 CPU inputs use the kernels (any layout: made contiguous); others (half
+precision, GPU tensors), and every input where no C compiler builds the kernels (said once with
+a :class:`RuntimeWarning`), run :class:`bncourse.nn.BatchNorm`'s own maths: same results, no
+speed-up.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import types
 import warnings
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
-from bncourse.nn.batchnorm import _accumulation_dtype, _as_channel, _BatchNormBase
+from bncourse.nn import ckernel
+from bncourse.nn.batchnorm import _accumulation_dtype, _BatchNormBase
 
-__all__ = ["FusedBatchNorm", "compiler_available"]
-
-
-#: rows per block when a (N, C) batch is summed over N: Inductor's code for one sum down a whole
-#: column walks all N rows for every 16 columns; blocks of 8 rows, then the blocks, ran the
-#: training forward on (4096, 1024) twice as fast (probe, 2026-12-03: 4 rows no faster than
-#: none, 32 or 128 rows slower than 8)
-ROW_BLOCK = 8
+__all__ = ["FusedBatchNorm"]
 
 
-def _rows(x: Tensor) -> tuple[Tensor, int]:
-    """A view whose per-channel sums run in two levels, and the dim the first level reduces:
-    (N, C, *) -> (N, C, L), each contiguous spatial row first, then the batch (twice as fast
-    under Inductor as one sum over (0, 2, 3), bench 2026-12-03); (N, C) -> (N / R, R, C), blocks
-    of R rows first (R the largest divisor of N up to :data:`ROW_BLOCK`)."""
-    if x.dim() > 2:
-        return x.reshape(x.shape[0], x.shape[1], -1), 2
-    rows = max(r for r in range(1, min(ROW_BLOCK, x.shape[0]) + 1) if x.shape[0] % r == 0)
-    return x.reshape(x.shape[0] // rows, rows, x.shape[1]), 1
+class _FusedFunction(torch.autograd.Function):
+    """The kernels under autograd: (x, weight, bias, eps) -> (y, mean, var), the statistics
+    (float64) not differentiable."""
 
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        y, mean, var, invstd = ckernel.train(x, weight, bias, eps)
+        ctx.save_for_backward(x, mean, invstd, weight)
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
 
-def _channel_mean(t: Tensor, first: int, count: int) -> Tensor:
-    """Per-channel mean of a :func:`_rows` view, keeping its dims (C in place, 1 elsewhere)."""
-    return t.sum(first, keepdim=True).sum(0, keepdim=True) / count
-
-
-def _train(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
-    """(N, C, *) -> (y like x, mean (C,), biased var (C,), 1 / sqrt(var + eps) (C,));
-    differentiable in x, weight, bias. The backward needs ``1 / sqrt(var + eps)``: returned, it is
-    saved as an output rather than as an intermediate buffer that AOTAutograd donates to the
-    backward (a donated buffer turns ``create_graph=True`` into an internal error)."""
-    xv, first = _rows(x.to(_accumulation_dtype(x.dtype)))
-    count = x.numel() // x.shape[1]
-    mean = _channel_mean(xv, first, count)                               # pass 1: read x
-    centred = xv - mean
-    var = _channel_mean(centred * centred, first, count)               # pass 2: read x
-    inv_std = torch.rsqrt(var + eps)
-    scale = inv_std
-    if weight is not None:
-        scale = inv_std * weight.to(scale.dtype).view(scale.shape)
-    shift = -mean * scale if bias is None else bias.to(scale.dtype).view(scale.shape) - mean * scale
-    y = xv * scale + shift                                             # pass 3: read x, write y
-    return (y.reshape(x.shape).to(x.dtype), mean.flatten().detach(), var.flatten().detach(),
-            inv_std.flatten().detach())
-
-
-def _eval_forward(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-    acc = _accumulation_dtype(x.dtype)
-    y = x.to(acc) * _as_channel(scale, x.dim()) + _as_channel(shift, x.dim())
-    return y.to(x.dtype)
-
-
-def compiler_available() -> bool:
-    """Whether ``torch.compile``'s CPU backend can build kernels here: a C compiler on the path
-    (``$CXX``, ``g++``, ``c++``, ``clang++``)."""
-    names = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
-    return any(shutil.which(n) for n in names if n)
-
-
-_FUNCTIONS = (_train, _eval_forward)
-
-
-def _fresh_copy(fn):
-    """``fn`` with its own code object. Dynamo keeps the compiled variants of a function on its
-    code object and stops compiling after ``torch._dynamo.config.recompile_limit`` (8) of them:
-    the BN layers of one network easily have more input shapes than that."""
-    code = fn.__code__.replace()
-    return types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
-
-
-#: distinct (function, shape, dtype) compiled at most, each about a second; inputs of yet other
-#: shapes (sequences of every length, say) then run eagerly, said once
-MAX_SHAPES = 64
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, _dmean, _dvar):
+        x, mean, invstd, weight = ctx.saved_tensors
+        need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
+        dx, sum_dy, sum_dy_xmu = ckernel.backward(dy, x, mean, invstd, weight, need_x)
+        dweight = (sum_dy_xmu * invstd).to(weight.dtype) if need_weight else None
+        dbias = sum_dy.to(dy.dtype) if need_bias else None
+        return dx, dweight, dbias, None
 
 
 class _Kernels:
-    """The two functions compiled once per input shape and dtype on first use, or eager after a
-    failure (warned once)."""
+    """Whether the C kernels are in use: checked at the first supported input; after a failure
+    (no compiler, a failed build) the eager formula, said once."""
 
     def __init__(self) -> None:
-        self.compiled: dict | None = None
         self.eager_reason: str | None = None
-        self.full = False
 
-    def _get(self, which: int, x: Tensor):
-        if self.compiled is None and self.eager_reason is None:       # the first call
-            if compiler_available():
-                self.compiled = {}
-            else:
-                self._fall_back("no C++ compiler found for torch.compile's CPU backend")
-        if self.compiled is None:
-            return _FUNCTIONS[which]
-        key = (which, tuple(x.shape), x.dtype)
-        if key not in self.compiled and len(self.compiled) >= MAX_SHAPES:
-            if not self.full:
-                self.full = True
-                warnings.warn(f"FusedBatchNorm has compiled {MAX_SHAPES} input shapes; inputs of "
-                              "other shapes run eagerly (same results, not faster)",
-                              RuntimeWarning, stacklevel=4)
-            return _FUNCTIONS[which]
-        if key not in self.compiled:
-            self.compiled[key] = torch.compile(_fresh_copy(_FUNCTIONS[which]), dynamic=False,
-                                               fullgraph=True)
-        return self.compiled[key]
-
-    def _fall_back(self, reason: str) -> None:
-        self.eager_reason, self.compiled = reason, None
-        warnings.warn(f"FusedBatchNorm runs eagerly (same results, not faster): {reason}",
-                      RuntimeWarning, stacklevel=4)
-
-    def call(self, which: int, x: Tensor, *args):
-        kernel = self._get(which, x)
+    def usable(self, x: Tensor) -> bool:
+        if self.eager_reason is not None or not ckernel.supports(x):
+            return False
         try:
-            return kernel(x, *args)
-        except Exception as exc:  # a compile failure: the eager functions compute the same
-            if kernel is _FUNCTIONS[which]:
-                raise
-            self._fall_back(f"torch.compile failed ({type(exc).__name__}: {exc})"[:300])
-            return _FUNCTIONS[which](x, *args)
+            ckernel.library(x.dtype)
+        except ckernel.KernelUnavailable as exc:
+            self.eager_reason = str(exc)[:400]
+            warnings.warn(f"FusedBatchNorm runs eagerly (same results, not faster): "
+                          f"{self.eager_reason}", RuntimeWarning, stacklevel=4)
+            return False
+        return True
 
 
 KERNELS = _Kernels()
-_TRAIN, _EVAL = 0, 1
 
 
 class FusedBatchNorm(_BatchNormBase):
-    r"""Batch normalization with compiled, fused kernels: the semantics of
+    r"""Batch normalization with hand-fused C kernels: the semantics of
     :class:`bncourse.nn.BatchNorm` (and so of ``torch.nn.BatchNorm1d/2d/3d``), first derivatives
     only. See the module docstring for the passes over memory.
 
@@ -181,9 +106,13 @@ class FusedBatchNorm(_BatchNormBase):
     """
 
     def _normalize_batch(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
-        out, mean, var, _ = KERNELS.call(_TRAIN, x, self.weight, self.bias, self.eps)
-        return out, mean, var, x.numel() // x.shape[1]
+        if not KERNELS.usable(x):
+            return super()._normalize_batch(x)
+        out, mean, var = _FusedFunction.apply(x, self.weight, self.bias, self.eps)
+        return out, mean.to(x.dtype), var.to(x.dtype), x.numel() // x.shape[1]
 
     def _normalize_running(self, x: Tensor) -> Tensor:
         scale, shift = self._running_affine(_accumulation_dtype(x.dtype))
-        return KERNELS.call(_EVAL, x, scale, shift)
+        if scale.requires_grad or x.requires_grad or not KERNELS.usable(x):
+            return super()._normalize_running(x)           # differentiable: PyTorch's ops
+        return ckernel.affine(x, scale, shift)

@@ -108,6 +108,41 @@ def test_backward_without_dx_returns_only_the_sums():
     assert dx is None and torch.allclose(sum_dy, dy.sum(0), atol=FLOAT64_TOL, rtol=0)
 
 
+def _blended(running, batch, factor):
+    return running + factor * (batch - running)
+
+
+@SHAPES
+def test_train_blends_the_batch_into_running_statistics_of_its_dtype(shape):
+    torch.manual_seed(0)
+    x = torch.randn(shape, dtype=torch.float64) * 2 + 1
+    running_mean, running_var = torch.rand(2, shape[1], dtype=torch.float64)
+    expected_mean = _blended(running_mean, x.mean([d for d in range(x.dim()) if d != 1]), 0.3)
+    expected_var = _blended(running_var, x.var([d for d in range(x.dim()) if d != 1]), 0.3)
+    ckernel.train(x, None, None, 1e-5, running_mean, running_var, 0.3)
+    assert torch.allclose(running_mean, expected_mean, atol=FLOAT64_TOL, rtol=0)
+    assert torch.allclose(running_var, expected_var, atol=FLOAT64_TOL, rtol=0)
+
+
+@pytest.mark.parametrize("layout", ["other-dtype", "strided"])
+def test_running_statistics_the_kernel_cannot_write_are_blended_all_the_same(layout):
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, dtype=torch.float64)
+    if layout == "other-dtype":
+        x = x.float()
+        running = torch.rand(2, 3, dtype=torch.float64)
+        running_mean, running_var = running[0], running[1]
+    else:
+        running = torch.rand(3, 2, dtype=torch.float64)
+        running_mean, running_var = running[:, 0], running[:, 1]      # stride 2
+    expected_mean = _blended(running_mean.clone(), x.double().mean(0), 0.5)
+    expected_var = _blended(running_var.clone(), x.double().var(0), 0.5)
+    ckernel.train(x, None, None, 1e-5, running_mean, running_var, 0.5)
+    tol = FLOAT64_TOL if x.dtype == torch.float64 else 1e-6
+    assert torch.allclose(running_mean, expected_mean, atol=tol, rtol=0)
+    assert torch.allclose(running_var, expected_var, atol=tol, rtol=0)
+
+
 @SHAPES
 def test_affine_is_x_times_scale_plus_shift_per_channel(shape):
     x = torch.randn(shape, dtype=torch.float64)

@@ -101,7 +101,7 @@ def test_gradients_pass_gradcheck_in_float64(shape):
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     weight = torch.rand(shape[1], dtype=torch.float64, requires_grad=True)
     bias = torch.rand(shape[1], dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda *a: _FusedFunction.apply(*a, 1e-5)[0],
+    assert torch.autograd.gradcheck(lambda *a: _FusedFunction.apply(*a, 1e-5, None, None, 0.0),
                                     (x, weight, bias))
 
 
@@ -249,3 +249,20 @@ def test_a_failing_build_falls_back_to_the_same_maths(monkeypatch, fresh_kernels
 def test_bad_input_gets_batchnorms_errors():
     with pytest.raises(ValueError, match="expected"):
         FusedBatchNorm(3)(torch.randn(4, 5))
+    with pytest.raises(TypeError, match="expected a torch.Tensor"):
+        FusedBatchNorm(3)([[1.0, 2.0, 3.0]])
+
+
+def test_a_rejected_batch_does_not_count_a_step():
+    fused = FusedBatchNorm(3)
+    with pytest.raises(ValueError, match="expected"):
+        fused(torch.randn(4, 5))
+    assert fused.num_batches_tracked.item() == 0
+
+
+def test_float32_input_with_float64_buffers_steps_like_the_eager_module():
+    eager, fused = BatchNorm(3).double(), FusedBatchNorm(3).double()
+    x = torch.randn(8, 3, 5) * 2 + 1
+    assert torch.allclose(eager(x), fused(x), atol=FLOAT32_TOL, rtol=0)
+    for name, buffer in eager.named_buffers():
+        assert torch.allclose(buffer, dict(fused.named_buffers())[name], atol=FLOAT32_TOL, rtol=0)

@@ -2,16 +2,17 @@
 
    Built by bncourse.nn.ckernel once per scalar type: -Dscalar_t=float or -Dscalar_t=double;
    parallel with OpenMP where the compiler has it (-fopenmp), on one thread otherwise.
-   Statistics are summed in scalar_t over short runs, then in double, and computed in two passes
-   (the mean, then the squared deviations from it): no cancellation when |mean| >> std.
 
-   Passes over memory, and why they are cheap:
-   - (N, C, L), L > 1: one thread per channel at a time; the channel's N rows of L values are
-     read once from memory for the mean, then again for the variance and to write y while they
-     are still in the core's own cache (128 KiB for (32, 64, 32, 32) float32): 1 read, 1 write.
-   - (N, C): each thread sums its own block of rows into per-thread (C,) sums, like PyTorch's
-     kernel; each pass walks the rows in the opposite direction to the one before, so it starts
-     on the rows the last pass left in the cache.
+   Passes over memory (the least the maths allows):
+   - training forward: one pass reads x for the statistics, one reads x and writes y. The sums
+     are of the deviations from a centre near the mean (so sum(d^2)/m - (sum(d)/m)^2 cancels
+     little); a second statistics pass, from the mean, runs only if that centre was more than a
+     std away. Sums are kept in scalar_t over short runs, then in double.
+   - backward: one pass reads dy and x for sum(dy) and sum(dy (x - mean)), one reads them again
+     and writes dx; x-hat is recomputed, never stored.
+   - eval: one pass reads x and writes y.
+   Rows of L >= MIN_CHANNEL_RUN values are worked a channel at a time; shorter rows (and (N, C))
+   a block of whole rows per thread, into per-thread (C * L,) sums, as PyTorch's kernel does.
 */
 #include <math.h>
 #include <stdint.h>
@@ -183,19 +184,41 @@ static void backward_channels(const scalar_t* dy, const scalar_t* x, const doubl
 /* rows averaged for the centre of the one-pass statistics */
 #define CENTRE_ROWS 16
 
-/* Sums over rows [lo, hi), ROW_RUN rows at a time in scalar_t (run
-   buffers a, b), then into the doubles sa, sb (all (K,)): SUM_DEV: a = sum (x - centre),
-   b = sum (x - centre)^2; SUM_GRAD: a = sum dy, b = sum dy (x - centre). */
+/* Sums over rows [lo, hi), ROW_RUN rows at a time in scalar_t (run buffers a, b), then into
+   the doubles sa, sb (all (K,)): SUM_DEV: a = sum (x - centre), b = sum (x - centre)^2;
+   SUM_GRAD: a = sum dy, b = sum dy (x - centre). Four rows per sweep: a and b are loaded and
+   stored once per four values, not once per value (the loop was bound by those stores). */
 static void rows_sums(int kind, const scalar_t* x, const scalar_t* dy,
                       const scalar_t* restrict centre, i64 K, i64 lo, i64 hi,
                       scalar_t* restrict a, scalar_t* restrict b, double* restrict sa,
                       double* restrict sb) {
-  for (i64 r0 = 0; r0 < hi - lo; r0 += ROW_RUN) {
-    i64 r1 = r0 + ROW_RUN < hi - lo ? r0 + ROW_RUN : hi - lo;
+  for (i64 r0 = lo; r0 < hi; r0 += ROW_RUN) {
+    i64 r1 = r0 + ROW_RUN < hi ? r0 + ROW_RUN : hi, n = r0;
     memset(a, 0, K * sizeof(scalar_t));
     memset(b, 0, K * sizeof(scalar_t));
-    for (i64 r = r0; r < r1; r++) {
-      i64 n = lo + r;
+    for (; n + 4 <= r1; n += 4) {
+      const scalar_t *restrict x0 = x + n * K, *restrict x1 = x0 + K, *restrict x2 = x1 + K,
+                     *restrict x3 = x2 + K;
+      if (kind == SUM_DEV) {
+        #pragma omp simd
+        for (i64 k = 0; k < K; k++) {
+          scalar_t c = centre[k], d0 = x0[k] - c, d1 = x1[k] - c, d2 = x2[k] - c, d3 = x3[k] - c;
+          a[k] += (d0 + d1) + (d2 + d3);
+          b[k] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+        }
+      } else {
+        const scalar_t *restrict g0 = dy + n * K, *restrict g1 = g0 + K, *restrict g2 = g1 + K,
+                       *restrict g3 = g2 + K;
+        #pragma omp simd
+        for (i64 k = 0; k < K; k++) {
+          scalar_t c = centre[k];
+          a[k] += (g0[k] + g1[k]) + (g2[k] + g3[k]);
+          b[k] += (g0[k] * (x0[k] - c) + g1[k] * (x1[k] - c))
+                  + (g2[k] * (x2[k] - c) + g3[k] * (x3[k] - c));
+        }
+      }
+    }
+    for (; n < r1; n++) {
       const scalar_t* restrict xr = x + n * K;
       if (kind == SUM_DEV) {
         #pragma omp simd
@@ -256,25 +279,31 @@ static void rows_map(const scalar_t* x, const scalar_t* dy, const scalar_t* rest
 }
 
 /* Per-thread and per-column scratch of the rows path: sums (threads, 2, K) doubles; run
-   buffers (threads, 2, K), and centre, scale, shift, k_dy (K,) each, in scalar_t. */
+   buffers (threads, 2, K), and centre, scale, shift, k_dy (K,) each, in scalar_t, each on its
+   own cache lines. */
 typedef struct {
   double* part;
   scalar_t* run;
   scalar_t *centre, *scale, *shift, *k_dy;
+  i64 Kp;                                    /* K rounded up to whole cache lines */
 } scratch_t;
 
 static int scratch_new(scratch_t* s, int threads, i64 K) {
+  /* K rounded up to whole cache lines: every (K,) array starts on one, so no vector load of
+     it straddles two (malloc aligns to 16 bytes only) */
+  i64 Kp = (K * (i64)sizeof(scalar_t) + 63) / 64 * 64 / (i64)sizeof(scalar_t);
   s->part = calloc((size_t)(2 * K * threads), sizeof(double));
-  s->run = malloc((size_t)((2 * threads + 4) * K) * sizeof(scalar_t));
+  s->run = aligned_alloc(64, (size_t)((2 * threads + 4) * Kp) * sizeof(scalar_t));
   if (!s->part || !s->run) {
     free(s->part);
     free(s->run);
     return -1;
   }
-  s->centre = s->run + 2 * K * threads;
-  s->scale = s->centre + K;
-  s->shift = s->scale + K;
-  s->k_dy = s->shift + K;
+  s->Kp = Kp;
+  s->centre = s->run + 2 * Kp * threads;
+  s->scale = s->centre + Kp;
+  s->shift = s->scale + Kp;
+  s->k_dy = s->shift + Kp;
   return 0;
 }
 
@@ -310,7 +339,7 @@ static int train_rows(const scalar_t* x, const scalar_t* weight, const scalar_t*
   {
     int t = omp_get_thread_num(), nt = omp_get_num_threads();
     i64 lo = N * t / nt, hi = N * (t + 1) / nt;
-    scalar_t *a = s.run + 2 * K * t, *b = a + K;
+    scalar_t *a = s.run + 2 * s.Kp * t, *b = a + s.Kp;
     double *sa = s.part + 2 * K * t, *sb = sa + K;
     for (int pass = 0; pass < 2; pass++) {
       rows_sums(SUM_DEV, x, NULL, s.centre, K, lo, hi, a, b, sa, sb);          /* read x */
@@ -358,7 +387,7 @@ static int backward_rows(const scalar_t* dy, const scalar_t* x, const double* me
   {
     int t = omp_get_thread_num(), nt = omp_get_num_threads();
     i64 lo = N * t / nt, hi = N * (t + 1) / nt;
-    scalar_t *a = s.run + 2 * K * t, *b = a + K;
+    scalar_t *a = s.run + 2 * s.Kp * t, *b = a + s.Kp;
     double *sa = s.part + 2 * K * t, *sb = sa + K;
     rows_sums(SUM_GRAD, x, dy, s.centre, K, lo, hi, a, b, sa, sb);            /* read dy, x */
     #pragma omp barrier
@@ -391,14 +420,32 @@ static int backward_rows(const scalar_t* dy, const scalar_t* x, const double* me
    as N runs of L values, and short runs waste most of every cache line */
 #define MIN_CHANNEL_RUN 64
 
-/* Training forward. x, y: (N, C, L) contiguous; weight, bias: (C,) or NULL; fills mean, var
-   (biased), invstd = 1 / sqrt(var + eps), all (C,) double. Returns 0, or -1 if out of memory. */
+/* running = running + factor (batch - running), for the mean and the unbiased variance, in
+   double, rounded once */
+static void update_running(const double* mean, const double* var, i64 C, double m, double factor,
+                           scalar_t* running_mean, scalar_t* running_var) {
+  for (i64 c = 0; c < C; c++) {
+    running_mean[c] = (scalar_t)(running_mean[c] + factor * (mean[c] - running_mean[c]));
+    double unbiased = var[c] * (m / (m - 1));
+    running_var[c] = (scalar_t)(running_var[c] + factor * (unbiased - running_var[c]));
+  }
+}
+
+/* Training forward. x, y: (N, C, L) contiguous, N * L > 1; weight, bias: (C,) or NULL; fills
+   mean, var (biased), invstd = 1 / sqrt(var + eps), all (C,) double; then, if running_mean and
+   running_var ((C,) or NULL) are given, blends the batch's mean and unbiased variance into them
+   with weight factor. Returns 0, or -1 if out of memory (nothing written to the running
+   statistics). */
 int bn_train(const scalar_t* x, const scalar_t* weight, const scalar_t* bias, i64 N, i64 C,
              i64 L, double eps, int threads, scalar_t* y, double* mean, double* var,
-             double* invstd) {
-  if (L < MIN_CHANNEL_RUN)
-    return train_rows(x, weight, bias, N, C, L, eps, threads, y, mean, var, invstd);
-  train_channels(x, weight, bias, N, C, L, eps, threads, y, mean, var, invstd);
+             double* invstd, scalar_t* running_mean, scalar_t* running_var, double factor) {
+  if (L < MIN_CHANNEL_RUN) {
+    if (train_rows(x, weight, bias, N, C, L, eps, threads, y, mean, var, invstd)) return -1;
+  } else {
+    train_channels(x, weight, bias, N, C, L, eps, threads, y, mean, var, invstd);
+  }
+  if (running_mean && running_var)
+    update_running(mean, var, C, (double)N * (double)L, factor, running_mean, running_var);
   return 0;
 }
 

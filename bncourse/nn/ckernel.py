@@ -104,7 +104,8 @@ def _build(dtype: torch.dtype) -> Path:
 
 _I64, _PTR, _INT, _DOUBLE = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_double
 _SIGNATURES = {
-    "bn_train": [_PTR, _PTR, _PTR, _I64, _I64, _I64, _DOUBLE, _INT, _PTR, _PTR, _PTR, _PTR],
+    "bn_train": [_PTR, _PTR, _PTR, _I64, _I64, _I64, _DOUBLE, _INT, _PTR, _PTR, _PTR, _PTR,
+                 _PTR, _PTR, _DOUBLE],
     "bn_backward": [_PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _INT, _PTR, _PTR, _PTR],
     "bn_affine": [_PTR, _PTR, _PTR, _I64, _I64, _I64, _INT, _PTR],
 }
@@ -150,18 +151,34 @@ def _check(status: int) -> None:
         raise MemoryError("bn_kernel: out of memory for its per-thread sums")
 
 
-def train(x: Tensor, weight: Tensor | None, bias: Tensor | None,
-          eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def train(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float,
+          running_mean: Tensor | None = None, running_var: Tensor | None = None,
+          factor: float = 0.0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Training forward. ``x`` (N, C, *) -> (y like x, mean (C,), biased var (C,),
-    1 / sqrt(var + eps) (C,)); the three vectors in float64."""
+    1 / sqrt(var + eps) (C,)); the three vectors in float64.
+
+    With ``running_mean`` and ``running_var`` ((C,) tensors), also blends the batch's mean and
+    unbiased variance into them in place: ``running += factor * (batch - running)``, in the same
+    call where they are contiguous and of ``x``'s dtype (else in PyTorch, from the float64
+    statistics)."""
     x = x.contiguous()
     n, c, length = _dims(x)
     y = torch.empty_like(x)
     stats = torch.empty(3, c, dtype=torch.float64)
     w, b = _vector(weight, x.dtype), _vector(bias, x.dtype)
+    running = running_mean is not None and running_var is not None
+    in_kernel = running and all(r.dtype == x.dtype and r.is_contiguous()
+                                for r in (running_mean, running_var))
     _check(library(x.dtype).bn_train(
         _ptr(x), _ptr(w), _ptr(b), n, c, length, eps, torch.get_num_threads(), _ptr(y),
-        _ptr(stats[0]), _ptr(stats[1]), _ptr(stats[2])))
+        _ptr(stats[0]), _ptr(stats[1]), _ptr(stats[2]),
+        _ptr(running_mean) if in_kernel else None, _ptr(running_var) if in_kernel else None,
+        factor))
+    if running and not in_kernel:
+        with torch.no_grad():
+            count = n * length
+            running_mean.lerp_(stats[0].to(running_mean.dtype), factor)
+            running_var.lerp_((stats[1] * (count / (count - 1))).to(running_var.dtype), factor)
     return y, stats[0], stats[1], stats[2]
 
 

@@ -47,25 +47,24 @@ __all__ = ["FusedBatchNorm"]
 
 
 class _FusedFunction(torch.autograd.Function):
-    """The kernels under autograd: (x, weight, bias, eps) -> (y, mean, var), the statistics
-    (float64) not differentiable."""
+    """The kernels under autograd: (x, weight, bias, eps, running_mean, running_var, factor) -> y;
+    the running statistics (or None) are updated in place by the forward kernel."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps):
-        y, mean, var, invstd = ckernel.train(x, weight, bias, eps)
+    def forward(ctx, x, weight, bias, eps, running_mean, running_var, factor):
+        y, mean, _, invstd = ckernel.train(x, weight, bias, eps, running_mean, running_var, factor)
         ctx.save_for_backward(x, mean, invstd, weight)
-        ctx.mark_non_differentiable(mean, var)
-        return y, mean, var
+        return y
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dy, _dmean, _dvar):
+    def backward(ctx, dy):
         x, mean, invstd, weight = ctx.saved_tensors
         need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
         dx, sum_dy, sum_dy_xmu = ckernel.backward(dy, x, mean, invstd, weight, need_x)
         dweight = (sum_dy_xmu * invstd).to(weight.dtype) if need_weight else None
         dbias = sum_dy.to(dy.dtype) if need_bias else None
-        return dx, dweight, dbias, None
+        return dx, dweight, dbias, None, None, None, None
 
 
 class _Kernels:
@@ -105,11 +104,17 @@ class FusedBatchNorm(_BatchNormBase):
         Input (N, C) or (N, C, *spatial); output the same.
     """
 
-    def _normalize_batch(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
-        if not KERNELS.usable(x):
-            return super()._normalize_batch(x)
-        out, mean, var = _FusedFunction.apply(x, self.weight, self.bias, self.eps)
-        return out, mean.to(x.dtype), var.to(x.dtype), x.numel() // x.shape[1]
+    def forward(self, x: Tensor) -> Tensor:
+        if not (isinstance(x, Tensor) and self._uses_batch_stats() and x.numel() > 0
+                and KERNELS.usable(x)):
+            return super().forward(x)      # eval, empty batches, bad input, no kernels
+        self._check_input(x)
+        # one call normalizes and updates the running statistics: fewer small ops per step
+        update = self.training and self.track_running_stats
+        factor = self._running_average_factor() if update else 0.0
+        return _FusedFunction.apply(x, self.weight, self.bias, self.eps,
+                                    self.running_mean if update else None,
+                                    self.running_var if update else None, factor)
 
     def _normalize_running(self, x: Tensor) -> Tensor:
         scale, shift = self._running_affine(_accumulation_dtype(x.dtype))

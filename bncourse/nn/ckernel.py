@@ -143,7 +143,17 @@ def _dims(x: Tensor) -> tuple[int, int, int]:
 
 
 def _vector(v: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    return None if v is None else v.detach().to(dtype).contiguous()
+    """``v`` as a contiguous vector of ``dtype`` (itself when it is one: only its pointer is
+    read, so a parameter needs no detached copy)."""
+    if v is None or (v.dtype == dtype and v.is_contiguous()):
+        return v
+    return v.detach().to(dtype).contiguous()
+
+
+def _rows(t: Tensor) -> list[int]:
+    """Pointers to the rows of a contiguous 2-D tensor (no views made: each costs a call)."""
+    step = t.stride(0) * t.element_size()
+    return [t.data_ptr() + i * step for i in range(t.shape[0])]
 
 
 def _check(status: int) -> None:
@@ -171,9 +181,8 @@ def train(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float,
                                 for r in (running_mean, running_var))
     _check(library(x.dtype).bn_train(
         _ptr(x), _ptr(w), _ptr(b), n, c, length, eps, torch.get_num_threads(), _ptr(y),
-        _ptr(stats[0]), _ptr(stats[1]), _ptr(stats[2]),
-        _ptr(running_mean) if in_kernel else None, _ptr(running_var) if in_kernel else None,
-        factor))
+        *_rows(stats), _ptr(running_mean) if in_kernel else None,
+        _ptr(running_var) if in_kernel else None, factor))
     if running and not in_kernel:
         with torch.no_grad():
             count = n * length
@@ -193,7 +202,7 @@ def backward(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor
     w = _vector(weight, x.dtype)        # named: a temporary would be freed before the call
     _check(library(x.dtype).bn_backward(
         _ptr(dy), _ptr(x), _ptr(mean), _ptr(invstd), _ptr(w), n, c, length,
-        torch.get_num_threads(), _ptr(dx), _ptr(sums[0]), _ptr(sums[1])))
+        torch.get_num_threads(), _ptr(dx), *_rows(sums)))
     return dx, sums[0], sums[1]
 
 

@@ -285,7 +285,7 @@ typedef struct {
   double* part;
   scalar_t* run;
   scalar_t *centre, *scale, *shift, *k_dy;
-  i64 Kp;                                    /* K rounded up to whole cache lines */
+  i64 Kp;                                    /* K padded: see scratch_new */
 } scratch_t;
 
 static int scratch_new(scratch_t* s, int threads, i64 K) {

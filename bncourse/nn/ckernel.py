@@ -167,27 +167,24 @@ def train(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float,
     """Training forward. ``x`` (N, C, *) -> (y like x, mean (C,), biased var (C,),
     1 / sqrt(var + eps) (C,)); the three vectors in float64.
 
-    With ``running_mean`` and ``running_var`` ((C,) tensors), also blends the batch's mean and
-    unbiased variance into them in place: ``running += factor * (batch - running)``, in the same
-    call where they are contiguous and of ``x``'s dtype (else in PyTorch, from the float64
-    statistics)."""
+    With ``running_mean`` and ``running_var`` (contiguous (C,) tensors of ``x``'s dtype), also
+    blends the batch's mean and unbiased variance into them in place, in the same call:
+    ``running += factor * (batch - running)``."""
     x = x.contiguous()
     n, c, length = _dims(x)
+    for name, r in (("running_mean", running_mean), ("running_var", running_var)):
+        if r is not None and not (r.dtype == x.dtype and r.is_contiguous() and r.shape == (c,)):
+            raise ValueError(f"expected {name} to be a contiguous ({c},) tensor of dtype "
+                             f"{x.dtype} (got shape {tuple(r.shape)}, dtype {r.dtype}, "
+                             f"contiguous={r.is_contiguous()})")
     y = torch.empty_like(x)
     stats = torch.empty(3, c, dtype=torch.float64)
     w, b = _vector(weight, x.dtype), _vector(bias, x.dtype)
-    running = running_mean is not None and running_var is not None
-    in_kernel = running and all(r.dtype == x.dtype and r.is_contiguous()
-                                for r in (running_mean, running_var))
+    both = running_mean is not None and running_var is not None
     _check(library(x.dtype).bn_train(
         _ptr(x), _ptr(w), _ptr(b), n, c, length, eps, torch.get_num_threads(), _ptr(y),
-        *_rows(stats), _ptr(running_mean) if in_kernel else None,
-        _ptr(running_var) if in_kernel else None, factor))
-    if running and not in_kernel:
-        with torch.no_grad():
-            count = n * length
-            running_mean.lerp_(stats[0].to(running_mean.dtype), factor)
-            running_var.lerp_((stats[1] * (count / (count - 1))).to(running_var.dtype), factor)
+        *_rows(stats), _ptr(running_mean) if both else None,
+        _ptr(running_var) if both else None, factor))
     return y, stats[0], stats[1], stats[2]
 
 

@@ -26,10 +26,11 @@ limit of the training forward (bench, 2026-12-03; see ``bench/bench_roofline.py`
 
 It is a sibling of :class:`bncourse.nn.BatchNorm` (same arguments, buffers, ``state_dict``,
 running-statistics rule and checks) with first derivatives only (double backward raises).
-float32 and float64 CPU inputs use the kernels (any layout: made contiguous); others (half
-precision, GPU tensors), and every input where no C compiler builds the kernels (said once with
-a :class:`RuntimeWarning`), run :class:`bncourse.nn.BatchNorm`'s own maths: same results, no
-speed-up.
+float32 and float64 CPU inputs use the kernels (any layout: made contiguous), which also
+update the running statistics in the same call; others (half precision, GPU tensors, an input
+whose dtype differs from the running statistics'), and every input where no C compiler builds the
+kernels (said once with a :class:`RuntimeWarning`), run :class:`bncourse.nn.BatchNorm`'s own maths:
+same results, no speed-up.
 """
 
 from __future__ import annotations
@@ -105,16 +106,22 @@ class FusedBatchNorm(_BatchNormBase):
     """
 
     def forward(self, x: Tensor) -> Tensor:
+        update = self.training and self.track_running_stats
         if not (isinstance(x, Tensor) and self._uses_batch_stats() and x.numel() > 0
-                and KERNELS.usable(x)):
+                and KERNELS.usable(x) and (not update or self._kernel_can_update(x))):
             return super().forward(x)      # eval, empty batches, bad input, no kernels
         self._check_input(x)
         # one call normalizes and updates the running statistics: fewer small ops per step
-        update = self.training and self.track_running_stats
         factor = self._running_average_factor() if update else 0.0
         return _FusedFunction.apply(x, self.weight, self.bias, self.eps,
                                     self.running_mean if update else None,
                                     self.running_var if update else None, factor)
+
+    def _kernel_can_update(self, x: Tensor) -> bool:
+        """Whether the kernel can write the running statistics: contiguous, of ``x``'s dtype
+        (else, a module in another dtype than its input, the eager maths)."""
+        return all(r.dtype == x.dtype and r.is_contiguous()
+                   for r in (self.running_mean, self.running_var))
 
     def _normalize_running(self, x: Tensor) -> Tensor:
         scale, shift = self._running_affine(_accumulation_dtype(x.dtype))

@@ -283,6 +283,7 @@ static void rows_map(const scalar_t* x, const scalar_t* dy, const scalar_t* rest
    own cache lines. */
 typedef struct {
   double* part;
+  void* block;                               /* what malloc returned, for free */
   scalar_t* run;
   scalar_t *centre, *scale, *shift, *k_dy;
   i64 Kp;                                    /* K padded: see scratch_new */
@@ -293,12 +294,14 @@ static int scratch_new(scratch_t* s, int threads, i64 K) {
      it straddles two (malloc aligns to 16 bytes only) */
   i64 Kp = (K * (i64)sizeof(scalar_t) + 63) / 64 * 64 / (i64)sizeof(scalar_t);
   s->part = calloc((size_t)(2 * K * threads), sizeof(double));
-  s->run = aligned_alloc(64, (size_t)((2 * threads + 4) * Kp) * sizeof(scalar_t));
-  if (!s->part || !s->run) {
+  /* aligned by hand: C11's aligned_alloc is missing from some C libraries (MinGW's) */
+  s->block = malloc((size_t)((2 * threads + 4) * Kp) * sizeof(scalar_t) + 63);
+  if (!s->part || !s->block) {
     free(s->part);
-    free(s->run);
+    free(s->block);
     return -1;
   }
+  s->run = (scalar_t*)(((uintptr_t)s->block + 63) & ~(uintptr_t)63);
   s->Kp = Kp;
   s->centre = s->run + 2 * Kp * threads;
   s->scale = s->centre + Kp;
@@ -309,7 +312,7 @@ static int scratch_new(scratch_t* s, int threads, i64 K) {
 
 static void scratch_free(scratch_t* s) {
   free(s->part);
-  free(s->run);
+  free(s->block);
 }
 
 /* Each channel's centre: the mean of its values in the first CENTRE_ROWS rows, near the mean of
